@@ -1,0 +1,35 @@
+"""labkit: the LLM Lab Kit.
+
+``%load_ext labkit`` registers the cell magics; the engine is plain Python (``labkit.tokenize``, ``labkit.models``,
+...). Nothing heavy (torch, transformers) is imported here: every engine function imports what it needs.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import LabkitError, LabkitUsageError, MemoryBudgetError  # noqa: E402  (light)
+
+
+def load(name: str, **kwargs):
+    """Load a model (and its tokenizer) from the registry: zoo names, ``minilm``, local paths, hub ids, GGUF files."""
+    from . import models
+
+    return models.load(name, **kwargs)
+
+
+def unload(name: str | None = None) -> None:
+    """Forget cached models (all of them when ``name`` is None) so their memory can be freed."""
+    from . import models
+
+    models.unload(name)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext labkit``: register every magic."""
+    from .magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:  # pragma: no cover - IPython calls it on %unload_ext
+    pass

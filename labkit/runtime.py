@@ -1,0 +1,142 @@
+"""Runtime limits: CPU threads and the memory budget, as a JupyterHub spawner sets them.
+
+Spawners (KubeSpawner, SystemdSpawner, DockerSpawner, ...) export ``CPU_LIMIT`` (cores, may be fractional) and
+``MEM_LIMIT`` (bytes). Under a 1-CPU quota, torch would otherwise start one thread per *host* core and thrash;
+a model load that does not fit ``MEM_LIMIT`` would get the kernel OOM-killed with no explanation.
+No heavy imports here: this module is imported at ``%load_ext labkit``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """'2G', '512M', '1.5GiB', '2147483648' -> bytes (binary units, as Kubernetes and JupyterHub use)."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if not m:
+        raise ValueError(f"cannot read {text!r} as a size in bytes (examples: 2G, 512M, 2147483648)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def cpu_limit() -> float | None:
+    """The CPU quota from ``CPU_LIMIT`` (cores), or None when unset or unreadable."""
+    raw = os.environ.get("CPU_LIMIT", "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def thread_count() -> int:
+    """Threads torch/BLAS should use: floor(CPU_LIMIT) (at least 1) under a quota, else the cores we may run on."""
+    limit = cpu_limit()
+    if limit is not None:
+        return max(1, math.floor(limit))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def apply_thread_env() -> int:
+    """Set the BLAS/OpenMP thread variables before torch/numpy are imported (no-op for those already set)."""
+    n = thread_count()
+    if cpu_limit() is not None:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM"):
+            if var == "TOKENIZERS_PARALLELISM":
+                os.environ.setdefault(var, "true" if n > 1 else "false")
+            else:
+                os.environ.setdefault(var, str(n))
+    return n
+
+
+def configure_torch() -> int:
+    """Make an already-imported (or about-to-be-imported) torch follow the CPU quota. Returns the thread count."""
+    n = apply_thread_env()
+    import torch  # lazy: only engine functions that need torch call this
+
+    if cpu_limit() is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def mem_limit() -> int | None:
+    """``MEM_LIMIT`` in bytes, or None when unset or unreadable."""
+    raw = os.environ.get("MEM_LIMIT", "").strip()
+    if not raw:
+        return None
+    try:
+        value = parse_bytes(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _meminfo(key: str) -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def process_rss() -> int:
+    """Resident memory of this process in bytes (0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def memory_budget() -> int:
+    """Bytes a new model load may use now.
+
+    ``LABKIT_MEM_BUDGET`` (explicit, for tests and instructors) wins; else, under ``MEM_LIMIT``, 90 % of the limit
+    minus what this kernel already holds; else the machine's available memory.
+    """
+    explicit = os.environ.get("LABKIT_MEM_BUDGET", "").strip()
+    if explicit:
+        return parse_bytes(explicit)
+    limit = mem_limit()
+    if limit is not None:
+        return max(0, int(limit * 0.9) - process_rss())
+    available = _meminfo("MemAvailable")
+    return available if available is not None else 8 * 1024**3
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def check_memory(estimate: int, what: str) -> None:
+    """Refuse (MemoryBudgetError) a load whose estimated size does not fit the budget, before it starts."""
+    from .errors import MemoryBudgetError
+
+    budget = memory_budget()
+    if estimate > budget:
+        source = (
+            "LABKIT_MEM_BUDGET" if os.environ.get("LABKIT_MEM_BUDGET") else
+            "MEM_LIMIT (set by your JupyterHub)" if mem_limit() else "the machine's free memory"
+        )
+        raise MemoryBudgetError(
+            f"Not loading {what}: it needs about {human_bytes(estimate)} but only {human_bytes(budget)} is left "
+            f"under {source}. Free memory first (restart the kernel, or `labkit.unload()`), pick a smaller model "
+            f"(`labkit models` lists them with sizes), or ask your instructor for a larger memory limit."
+        )
