@@ -1,0 +1,67 @@
+"""The ``labkit`` command: doctor, labs, models, zoo."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _doctor(args) -> int:
+    from . import doctor, runtime
+
+    runtime.apply_thread_env()
+    text = doctor.report(load_models=not args.quick)
+    print(text)
+    return 0 if text.rstrip().endswith("all good") else 1
+
+
+def _labs(args) -> int:
+    from .labs import copy_labs, lab_files, labs_dir
+
+    if args.labs_cmd == "copy":
+        print(copy_labs(args.dest))
+    else:
+        for p in lab_files():
+            print(p.relative_to(labs_dir()))
+    return 0
+
+
+def _models(args) -> int:
+    from . import models, runtime
+
+    rows = models.list_models()
+    print(f"{'name':14s} {'kind':10s} {'parameters':>12s} {'on disk':>10s}  description")
+    for m in rows:
+        params = f"{m.parameters:,}" if m.parameters else "-"
+        disk = runtime.human_bytes(m.disk_bytes) if m.disk_bytes else "-"
+        flag = "" if m.available else "  [not built: labkit zoo build]"
+        print(f"{m.name:14s} {m.kind:10s} {params:>12s} {disk:>10s}  {m.description}{flag}")
+    print("\nAlso: a local directory, a hub id (needs its files in the HF cache or a network), or gguf:<path>.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "zoo":  # the zoo has its own parser
+        from .zoo.cli import main as zoo_main
+
+        return zoo_main(argv[1:])
+    p = argparse.ArgumentParser(prog="labkit", description="LLM Lab Kit command line")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("doctor", help="versions, offline assets, threads and memory")
+    d.add_argument("--quick", action="store_true", help="skip loading a model")
+    d.set_defaults(fn=_doctor)
+    labs = sub.add_parser("labs", help="the lab notebooks")
+    lsub = labs.add_subparsers(dest="labs_cmd", required=True)
+    c = lsub.add_parser("copy", help="copy the labs to DEST; never overwrites a file you changed")
+    c.add_argument("dest")
+    lsub.add_parser("list", help="list the labs")
+    labs.set_defaults(fn=_labs)
+    m = sub.add_parser("models", help="the model zoo and other loadable models")
+    m.set_defaults(fn=_models)
+    sub.add_parser("zoo", help="build or evaluate the model zoo: labkit zoo build|eval --help")
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The lab notebooks: where they are, and copying them to a learner's folder without ever overwriting work.
+
+``copy_labs`` keeps a manifest (``.labkit-labs.json``) in the destination with the hash of every file as labkit
+wrote it. On a later copy (a course update, or a learner who deleted a lab):
+
+- a file that is missing is (re)stored;
+- a file the learner has not touched (hash = manifest) is updated to the new version;
+- a file the learner changed is left alone; when the course version changed too, the new version is written
+  beside it as ``NAME.updated.ipynb`` and the report says so. Nothing is overwritten silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+MANIFEST = ".labkit-labs.json"
+
+
+def labs_dir() -> Path:
+    for candidate in (_PKG / "_labs", _PKG.parent / "labs"):
+        if candidate.is_dir() and any(candidate.glob("*.ipynb")):
+            return candidate
+    raise FileNotFoundError("labkit's lab notebooks are missing: reinstall labkit")
+
+
+def lab_files(src: Path | None = None) -> list[Path]:
+    src = src or labs_dir()
+    return sorted(p for p in src.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts
+                  and p.name != ".keep" and "__pycache__" not in p.parts)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".labkit-tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class CopyReport:
+    dest: Path
+    copied: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # learner's edits kept
+    beside: list[str] = field(default_factory=list)  # new course version written next to an edited file
+
+    def __str__(self):
+        lines = [f"labs in {self.dest}:"]
+        for label, items in (("copied", self.copied), ("restored (had been deleted)", self.restored),
+                             ("updated to the new course version", self.updated),
+                             ("already up to date", self.unchanged),
+                             ("skipped: you changed these, your version is kept", self.kept),
+                             ("new course version written beside your edited file", self.beside)):
+            if items:
+                lines.append(f"  {label}: {', '.join(items)}")
+        return "\n".join(lines)
+
+
+def copy_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> CopyReport:
+    src = Path(src) if src else labs_dir()
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest_path = dest / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    report = CopyReport(dest)
+    for s in lab_files(src):
+        rel = s.relative_to(src).as_posix()
+        d = dest / rel
+        new_hash = _sha(s)
+        if not d.exists():
+            _atomic_copy(s, d)
+            (report.restored if rel in manifest else report.copied).append(rel)
+            manifest[rel] = new_hash
+            continue
+        have = _sha(d)
+        if have == new_hash:
+            report.unchanged.append(rel)
+            manifest[rel] = new_hash
+        elif manifest.get(rel) == have:  # untouched by the learner: safe to update
+            _atomic_copy(s, d)
+            report.updated.append(rel)
+            manifest[rel] = new_hash
+        else:  # the learner's work: never overwrite
+            report.kept.append(rel)
+            if manifest.get(rel) != new_hash:
+                beside = d.with_name(d.stem + ".updated" + d.suffix)
+                _atomic_copy(s, beside)
+                report.beside.append(beside.relative_to(dest).as_posix())
+                manifest[rel] = new_hash if rel not in manifest else manifest[rel]
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, manifest_path)
+    return report

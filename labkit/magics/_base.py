@@ -1,0 +1,98 @@
+"""One grammar for every labkit magic.
+
+``%%name [options]`` with the cell body as the main input. Options are parsed with argparse; ``--help`` prints
+usage; ``--out NAME`` stores the result object in the user namespace (it is also the cell's value). Engine
+errors (``LabkitError``) become IPython ``UsageError``s: one clear message, no traceback, the kernel lives on.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import LabkitError, LabkitUsageError
+
+
+class MagicParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, and knows ``--help``."""
+
+    def __init__(self, prog: str, description: str = "", epilog: str | None = None):
+        super().__init__(
+            prog=prog, description=description, epilog=epilog, add_help=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+
+    def error(self, message):  # argparse calls this on bad options
+        raise LabkitUsageError(f"{self.prog}: {message}. Try `{self.prog} --help`.")
+
+
+def _split(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as exc:  # unbalanced quotes
+        raise LabkitUsageError(f"could not read the magic line ({exc}); check its quotes") from None
+
+
+@dataclass
+class Magic:
+    """A magic: its name, kind ('cell' or 'line'), parser and the function that calls the engine.
+
+    ``run(args, body, shell)`` returns the result object (or None).
+    """
+
+    name: str
+    kind: str
+    parser: MagicParser
+    run: Callable
+    summary: str = ""
+    out_option: bool = True
+
+    def __post_init__(self):
+        if self.out_option:
+            self.parser.add_argument("--out", metavar="NAME", help="also store the result in this variable")
+        self.summary = self.summary or (self.parser.description or "").strip().splitlines()[0]
+
+    def help_text(self) -> str:
+        return self.parser.format_help()
+
+    def __call__(self, line: str = "", cell: str | None = None, shell=None):
+        from IPython.core.error import UsageError
+
+        try:
+            args = self.parser.parse_args(_split(line))
+            if args.help:
+                print(self.help_text())
+                return None
+            result = self.run(args, cell if cell is not None else "", shell)
+        except LabkitError as exc:
+            raise UsageError(str(exc)) from None
+        if self.out_option and getattr(args, "out", None):
+            if not args.out.isidentifier():
+                raise UsageError(f"--out needs a Python variable name, not {args.out!r}")
+            shell.user_ns[args.out] = result
+        return result
+
+    def register(self, ipython) -> None:
+        magic = self
+
+        if self.kind == "cell":
+            # registered as line_cell so that `%name --help` works and an empty cell gets a short message
+            def fn(line, cell=None):
+                return magic(line, cell, ipython)
+        else:
+            def fn(line):
+                return magic(line, None, ipython)
+        fn.__doc__ = self.help_text()
+        fn.__name__ = self.name
+        kind = "line_cell" if self.kind == "cell" else self.kind
+        ipython.register_magic_function(fn, magic_kind=kind, magic_name=self.name)
+
+
+def require_body(body: str, magic: str, what: str = "some text") -> str:
+    """Empty cell -> a short usage message (no traceback)."""
+    if not body or not body.strip():
+        raise LabkitUsageError(f"%%{magic} needs {what} in the cell body, under the magic line. "
+                               f"See `%%{magic} --help`.")
+    return body
