@@ -39,12 +39,21 @@ def _models(args) -> int:
     return 0
 
 
+# subcommand -> (module with main(argv) -> int, help)
+DELEGATED = {
+    "zoo": ("labkit.zoo.cli", "build or evaluate the model zoo: labkit zoo build|eval --help"),
+    "student": ("labkit.grading", "write student versions of the labs (solutions removed): labkit student --help"),
+    "rag": ("labkit.rag.cli", "build, query or evaluate a RAG index: labkit rag --help"),
+    "agent": ("labkit.agent.cli", "run or evaluate agents: labkit agent --help"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "zoo":  # the zoo has its own parser
-        from .zoo.cli import main as zoo_main
+    if argv and argv[0] in DELEGATED:  # these subcommands have their own parsers
+        import importlib
 
-        return zoo_main(argv[1:])
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
     p = argparse.ArgumentParser(prog="labkit", description="LLM Lab Kit command line")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("doctor", help="versions, offline assets, threads and memory")
@@ -58,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     labs.set_defaults(fn=_labs)
     m = sub.add_parser("models", help="the model zoo and other loadable models")
     m.set_defaults(fn=_models)
-    sub.add_parser("zoo", help="build or evaluate the model zoo: labkit zoo build|eval --help")
+    for name, (module, text) in DELEGATED.items():
+        import importlib.util
+
+        if importlib.util.find_spec(module) is not None:
+            sub.add_parser(name, help=text)
     args = p.parse_args(argv)
     return args.fn(args)
 
