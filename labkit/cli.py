@@ -48,6 +48,15 @@ DELEGATED = {
 }
 
 
+def _exists(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not there (a feature not built yet)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:  # these subcommands have their own parsers
@@ -68,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("models", help="the model zoo and other loadable models")
     m.set_defaults(fn=_models)
     for name, (module, text) in DELEGATED.items():
-        import importlib.util
-
-        if importlib.util.find_spec(module) is not None:
+        if _exists(module):
             sub.add_parser(name, help=text)
     args = p.parse_args(argv)
     return args.fn(args)
