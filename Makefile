@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:
+#   make lab    set up and open JupyterLab on labs/
+#   make test   set up and run every test (unit, magics, labs via nbmake, browser)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.labkit-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: setup lab test test-fast bench clean
+
+$(STAMP):
+	test -x $(PY) || python3 -m venv $(VENV)
+	deploy/install.sh $(PY) dev
+	rm -f $(VENV)/.labkit-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=labs --ServerApp.ip=127.0.0.1
+
+test: setup
+	deploy/install-test-deps.sh
+	HF_HUB_OFFLINE=1 LABKIT_REQUIRE_BROWSER=1 $(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=300 -rs tests labs $(PYTEST_ARGS)
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider -m "not browser and not slow and not hub" tests $(PYTEST_ARGS)
+
+bench: setup
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
