@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium from Debian's packages for the browser tests (never `playwright install`: it downloads a browser).
+# System packages the tests need: headless Chromium from Debian (never `playwright install`: it downloads a browser).
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then exit 0; fi
 SUDO=""
