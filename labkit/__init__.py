@@ -26,8 +26,14 @@ def unload(name: str | None = None) -> None:
 
 def load_ipython_extension(ipython) -> None:
     """``%load_ext labkit``: register every magic."""
+    import sys
+
+    from . import runtime
     from .magics import register
 
+    runtime.apply_thread_env()  # CPU_LIMIT -> OMP/MKL/OpenBLAS threads, before torch loads
+    if "torch" in sys.modules:  # torch already imported in this kernel: set its pool now
+        runtime.configure_torch()
     register(ipython)
 
 

@@ -47,10 +47,13 @@ class TokenSpan:
     data: bytes  # the raw bytes this token stands for (may be part of a UTF-8 character)
     piece: str  # the vocabulary entry as the tokenizer spells it ('Ġthe', '##ing', '▁the', ...)
     gap: str = ""  # text the tokenizer skipped just before this token (WordPiece drops whitespace)
+    unknown: bool = False  # the tokenizer had no entry for this text and emitted its unknown token ([UNK])
 
     @property
     def text(self) -> str:
-        """The token as text; bytes that are not whole UTF-8 characters are shown as <F0 9F>."""
+        """The token as text; bytes that are not whole UTF-8 characters are shown as <F0 9F>; unknown as [UNK]."""
+        if self.unknown:
+            return self.piece
         try:
             return self.data.decode("utf-8")
         except UnicodeDecodeError:
@@ -161,9 +164,17 @@ class HFTokenizer(Tokenizer):
     """A transformers fast tokenizer (its Rust ``tokenizers`` backend does the work)."""
 
     def __init__(self, name: str, hf_tokenizer, description: str = ""):
+        from tokenizers import Tokenizer as RustTokenizer
+
         self.name = name
         self.hf = hf_tokenizer
-        self.backend = hf_tokenizer.backend_tokenizer if hasattr(hf_tokenizer, "backend_tokenizer") else hf_tokenizer
+        shared = hf_tokenizer.backend_tokenizer if hasattr(hf_tokenizer, "backend_tokenizer") else hf_tokenizer
+        # A private copy without the truncation/padding a model may have configured (MiniLM truncates at 128):
+        # here we want every token of the text.
+        self.backend = RustTokenizer.from_str(shared.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.unk_token = getattr(hf_tokenizer, "unk_token", None)
         self.vocab_size = self.backend.get_vocab_size(with_added_tokens=True)
         model_type = type(self.backend.model).__name__
         self.description = description or f"{model_type} tokenizer ({self.vocab_size:,} tokens)"
@@ -190,7 +201,7 @@ class HFTokenizer(Tokenizer):
             else:
                 data = text[a:b].encode("utf-8", errors="replace")
                 gap = text[prev_end:a] if a > prev_end else ""
-            out.append(TokenSpan(ids[k], data, piece, gap))
+            out.append(TokenSpan(ids[k], data, piece, gap, unknown=piece == self.unk_token))
             prev_end = max(prev_end, b)
         return out
 

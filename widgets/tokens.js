@@ -102,6 +102,7 @@ function render({ model, el }) {
     const data = slices(row.data, row.data_off);
     const pieces = slices(row.pieces, row.pieces_off);
     const gaps = slices(row.gaps, row.gaps_off);
+    const unknown = bytesOf(row.unknown);
     const body = document.createElement("div");
     body.className = "lk-body" + (compare ? " lk-compare" : "");
     const frag = document.createDocumentFragment();
@@ -115,14 +116,17 @@ function render({ model, el }) {
       }
       const idx = row.start + i;
       const { text, partial } = tokenText(data[i]);
+      const unk = unknown[i] === 1;
       const s = document.createElement("span");
-      s.className = "lk-tok" + (partial ? " lk-partial" : "");
-      s.style.background = PALETTE[idx % PALETTE.length];
-      s.textContent = partial ? text : (ws ? visible(text) : controlsOnly(text));
+      s.className = "lk-tok" + (partial ? " lk-partial" : "") + (unk ? " lk-unk" : "");
+      s.style.background = unk ? "#fca5a5" : PALETTE[idx % PALETTE.length];
+      const piece = utf8Lenient.decode(pieces[i] || new Uint8Array(0));
+      s.textContent = unk ? piece : partial ? text : (ws ? visible(text) : controlsOnly(text));
+      if (unk) s.dataset.original = text;
       s.dataset.index = idx;
       s.dataset.id = ids[i];
       s.dataset.bytes = hex(data[i]);
-      s.dataset.piece = utf8Lenient.decode(pieces[i] || new Uint8Array(0));
+      s.dataset.piece = piece;
       frag.appendChild(s);
     }
     body.appendChild(frag);
@@ -132,6 +136,7 @@ function render({ model, el }) {
       tip.replaceChildren();
       const lines = [[`token #${t.dataset.index}`, ""], ["id", t.dataset.id], ["bytes", t.dataset.bytes],
                      ["piece", JSON.stringify(t.dataset.piece)]];
+      if (t.dataset.original !== undefined) lines.push(["unknown to this vocabulary", JSON.stringify(t.dataset.original)]);
       for (const [k, v] of lines) {
         const d = document.createElement("div");
         const kk = document.createElement("b"); kk.textContent = k + " ";

@@ -19,6 +19,7 @@ def encode_row(result, spans=None, start=None) -> dict:
         "n_tokens": result.n_tokens, "n_chars": result.n_chars, "n_bytes": result.n_bytes,
         "chars_per_token": round(result.chars_per_token, 4), "start": start, "count": len(spans),
         "notes": list(result.notes),
+        "unknown": bytes(1 if s.unknown else 0 for s in spans),
         "ids": u32(s.id for s in spans), "data": data, "data_off": data_off,
         "pieces": pieces, "pieces_off": pieces_off, "gaps": gaps, "gaps_off": gaps_off,
     }
