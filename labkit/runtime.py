@@ -140,3 +140,117 @@ def check_memory(estimate: int, what: str) -> None:
             f"under {source}. Free memory first (restart the kernel, or `labkit.unload()`), pick a smaller model "
             f"(`labkit models` lists them with sizes), or ask your instructor for a larger memory limit."
         )
+
+
+# ------------------------------------------------------------------------------------------------ per-lab check
+def cgroup_memory() -> tuple[int | None, int | None]:
+    """(usage, limit) in bytes of this process's memory cgroup (a Kubernetes/Docker container, a systemd slice),
+    or None for what cannot be read or is unlimited. cgroup v2 first, then v1."""
+    def read_int(path: str) -> int | None:
+        try:
+            with open(path) as fh:
+                raw = fh.read().strip()
+        except OSError:
+            return None
+        if not raw or raw == "max":
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            return None
+        return value if value < 2**60 else None  # v1 reports "unlimited" as a huge number
+
+    rel = ""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(":", 2)
+                if len(parts) == 3 and parts[0] == "0" and parts[1] == "":  # the v2 unified hierarchy
+                    rel = parts[2]
+    except OSError:
+        pass
+    for base in (f"/sys/fs/cgroup{rel}", "/sys/fs/cgroup"):
+        usage, limit = read_int(f"{base}/memory.current"), read_int(f"{base}/memory.max")
+        if usage is not None or limit is not None:
+            return usage, limit
+    return read_int("/sys/fs/cgroup/memory/memory.usage_in_bytes"), read_int("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def lab_headroom() -> tuple[int, str]:
+    """Bytes a lab's kernel may grow to in total (its current size included), and where that figure comes from.
+
+    ``LABKIT_MEM_BUDGET`` wins (an explicit figure, counted on top of what the kernel holds now). Under
+    ``MEM_LIMIT`` (the hub's per-user limit, which covers the single-user server and every kernel of that user):
+    90 % of the limit minus what the rest of the user's container uses where the cgroup says so. Else the cgroup
+    limit, else the machine's available memory plus this kernel.
+    """
+    rss = process_rss()
+    explicit = os.environ.get("LABKIT_MEM_BUDGET", "").strip()
+    if explicit:
+        return parse_bytes(explicit) + rss, "LABKIT_MEM_BUDGET"
+    usage, cg_limit = cgroup_memory()
+    others = max(0, usage - rss) if usage is not None and cg_limit is not None else 0
+    limit = mem_limit()
+    if limit is not None:
+        return max(0, int(limit * 0.9) - others), "MEM_LIMIT (set by your JupyterHub)"
+    if cg_limit is not None:
+        return max(0, int(cg_limit * 0.9) - others), "the container's memory limit"
+    available = _meminfo("MemAvailable")
+    return (available if available is not None else 8 * 1024**3) + rss, "the machine's free memory"
+
+
+from .errors import MemoryBudgetError as _MemoryBudgetError  # noqa: E402  (light: no heavy imports)
+
+
+class LabMemoryBudgetError(_MemoryBudgetError):
+    """Raised by ``require_memory``. IPython prints ``_render_traceback_()`` instead of a traceback, so the learner
+    sees one clear message (nbclient/nbmake still see an error)."""
+
+    def _render_traceback_(self):
+        return [f"MemoryBudgetError: {self}"]
+
+
+class MemoryCheck(str):
+    """The verdict of ``require_memory`` (a string; ``.ok``, ``.needed``, ``.available``)."""
+
+    ok: bool
+    needed: int
+    available: int
+
+    def __repr__(self):
+        return str(self)
+
+
+def require_memory(estimate: str | int | float, what: str = "this lab") -> MemoryCheck:
+    """Stop a lab in its first cell when its measured peak memory will not fit, instead of letting the kernel be
+    OOM-killed half-way with no explanation.
+
+        import labkit.runtime
+        labkit.runtime.require_memory("1.2G", "lab 07")   # the lab's measured peak (see deploy/INSTRUCTOR.md)
+
+    ``estimate`` is the lab kernel's peak resident memory (a size like ``"1.2G"``, ``"900M"``, or bytes).
+    Returns a MemoryCheck (displayed as one line) when it fits; raises ``MemoryBudgetError`` (shown as one
+    sentence in Jupyter, no traceback) when it does not. ``LABKIT_SKIP_MEMORY_CHECK=1`` turns the check off.
+    """
+    from .errors import LabkitUsageError
+
+    try:
+        need = parse_bytes(estimate)
+    except ValueError as exc:
+        raise LabkitUsageError(f"require_memory: {exc}") from None
+    if need <= 0:
+        raise LabkitUsageError(f"require_memory: the estimate must be positive, got {estimate!r} (e.g. '1.2G')")
+    headroom, source = lab_headroom()
+    skip = os.environ.get("LABKIT_SKIP_MEMORY_CHECK", "") not in ("", "0", "false", "no")
+    ok = need <= headroom
+    if not ok and not skip:
+        raise LabMemoryBudgetError(
+            f"{what} needs about {human_bytes(need)} of memory, but only {human_bytes(headroom)} is available under "
+            f"{source}; running it would get the kernel killed part-way. Shut down other kernels (Kernel > Shut "
+            f"Down All Kernels) and restart this one, or ask your instructor for a memory limit of at least "
+            f"{human_bytes(need / 0.9 + 200 * 1024**2)} (deploy/INSTRUCTOR.md lists each lab's needs).")
+    verdict = "fits" if ok else "does NOT fit (check skipped: LABKIT_SKIP_MEMORY_CHECK)"
+    out = MemoryCheck(f"memory: {what} needs about {human_bytes(need)}; {human_bytes(headroom)} available under "
+                      f"{source}: {verdict}")
+    out.ok, out.needed, out.available = ok, need, headroom
+    return out

@@ -1,0 +1,457 @@
+"""Student versions of the labs, and an nbgrader course tree: ``labkit student ...``.
+
+The committed labs are the instructor version. Exercise cells use nbgrader's markers (see ``labkit.exercises``)::
+
+    ### BEGIN SOLUTION
+    answer = tokenize("hello world").n_tokens
+    ### END SOLUTION
+    check("ex2", answer, expected=2, hint="...")
+
+    ### BEGIN HIDDEN TESTS
+    check("ex2-hidden", answer, expected=2)
+    ### END HIDDEN TESTS
+
+A student version replaces every solution region by ``NAME = ...  # YOUR ANSWER HERE`` for each name the region
+assigned (read with ``ast``, so tuple unpacking, augmented and annotated assignments, ``def``/``class``/``import``
+all count), removes the hidden-test regions, and clears outputs and execution counts. ``check`` treats ``...`` as
+"not answered yet", so "Run all" on a student version runs to the end without an error.
+
+Commands::
+
+    labkit student build [--src DIR] [--out DIR] [NOTEBOOK ...]   student versions of every lab (default ./labs-student)
+    labkit student copy DEST [--src DIR]                           student versions into a learner's folder,
+                                                                   never overwriting their edits (like ``labkit labs copy``)
+    labkit student nbgrader COURSE_DIR [--src DIR] [--points N]    an nbgrader ``source/`` tree (cell metadata added)
+                                                                   for ``nbgrader generate_assignment`` / ``autograde``
+    labkit student check [--src DIR] [NOTEBOOK ...]                lint the markers of the instructor labs
+
+Plain Python, no IPython import; ``nbformat`` reads and writes the notebooks.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import re
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import LabkitUsageError
+
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
+END_SOLUTION = "### END SOLUTION"
+BEGIN_HIDDEN = "### BEGIN HIDDEN TESTS"
+END_HIDDEN = "### END HIDDEN TESTS"
+ANSWER_HERE = "# YOUR ANSWER HERE"
+MARKDOWN_ANSWER = "YOUR ANSWER HERE"
+
+_MARKER = re.compile(r"^(?P<indent>[ \t]*)### (?P<what>BEGIN|END) (?P<kind>SOLUTION|HIDDEN TESTS)\s*$")
+_CHECK_CALL = re.compile(r"(?<![\w.])check\(")
+
+
+@dataclass
+class NotebookReport:
+    """What ``student_notebook`` did to one notebook."""
+
+    name: str
+    solutions: int = 0
+    hidden: int = 0
+    answers: list[str] = field(default_factory=list)  # names learners must fill in
+    checks: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def __str__(self):
+        text = (f"{self.name}: {self.solutions} solution region(s) -> {', '.join(self.answers) or 'none'}; "
+                f"{self.hidden} hidden-test region(s) removed; {self.checks} check() call(s)")
+        return text + "".join(f"\n    warning: {w}" for w in self.warnings)
+
+
+# ------------------------------------------------------------------------------------------------ source transforms
+def assigned_names(code: str) -> list[str]:
+    """Names a piece of code binds at its top level, in order (``a, b = ...`` -> ``['a', 'b']``).
+
+    Raises ``SyntaxError`` when the code does not parse on its own (a solution region must be whole statements).
+    """
+    tree = ast.parse(textwrap.dedent(code))
+    names: list[str] = []
+
+    def add(target):
+        if isinstance(target, ast.Name):
+            names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                add(elt)
+        elif isinstance(target, ast.Starred):
+            add(target.value)
+        # attribute / subscript targets (obj.x = ..., d[k] = ...) bind no new name
+
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                add(t)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            add(node.target)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.append(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, (ast.For, ast.AsyncFor)):
+            add(node.target)
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    add(item.optional_vars)
+        # walrus inside an expression statement
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                names.append(sub.target.id)
+    seen: set[str] = set()
+    return [n for n in names if not (n in seen or seen.add(n))]
+
+
+def _regions(lines: list[str], where: str):
+    """Yield (kind, start, end, indent) for each marker pair; raise LabkitUsageError on unbalanced markers."""
+    open_kind = open_at = open_indent = None
+    for i, line in enumerate(lines):
+        m = _MARKER.match(line.rstrip("\n"))
+        if not m:
+            continue
+        kind, what = m.group("kind"), m.group("what")
+        if what == "BEGIN":
+            if open_kind is not None:
+                raise LabkitUsageError(
+                    f"{where}, line {i + 1}: '### BEGIN {kind}' inside an open '### BEGIN {open_kind}' "
+                    f"(line {open_at + 1}); close it with '### END {open_kind}' first")
+            open_kind, open_at, open_indent = kind, i, m.group("indent")
+        else:
+            if open_kind != kind:
+                raise LabkitUsageError(
+                    f"{where}, line {i + 1}: '### END {kind}' without a matching '### BEGIN {kind}'"
+                    + (f" (the open region is '### BEGIN {open_kind}', line {open_at + 1})" if open_kind else ""))
+            yield kind, open_at, i, open_indent
+            open_kind = None
+    if open_kind is not None:
+        raise LabkitUsageError(f"{where}, line {open_at + 1}: '### BEGIN {open_kind}' is never closed: "
+                               f"add '### END {open_kind}' after the region")
+
+
+def student_source(source: str, where: str = "cell", markdown: bool = False) -> tuple[str, dict]:
+    """The student version of one cell's source, and what was done: {'solutions', 'hidden', 'answers', 'warnings'}."""
+    lines = source.splitlines(keepends=True)
+    info = {"solutions": 0, "hidden": 0, "answers": [], "warnings": []}
+    regions = list(_regions(lines, where))
+    if not regions:
+        return source, info
+    out: list[str] = []
+    pos = 0
+    for kind, start, end, indent in regions:
+        out.extend(lines[pos:start])
+        body = "".join(lines[start + 1:end])
+        pos = end + 1
+        if kind == "HIDDEN TESTS":
+            info["hidden"] += 1
+            continue
+        info["solutions"] += 1
+        if markdown:
+            out.append(f"{indent}{MARKDOWN_ANSWER}\n")
+            continue
+        try:
+            names = assigned_names(body)
+        except SyntaxError as exc:
+            raise LabkitUsageError(
+                f"{where}, solution at line {start + 1}: the region is not whole Python statements "
+                f"({exc.msg}, region line {exc.lineno}); put complete assignments such as `answer = ...` "
+                f"between the markers") from None
+        if names:
+            out.extend(f"{indent}{n} = ...  {ANSWER_HERE}\n" for n in names)
+            info["answers"].extend(names)
+        else:
+            info["warnings"].append(f"{where}, line {start + 1}: the solution region assigns no name, so the "
+                                    f"student version has nothing to fill in; assign the answer, e.g. `answer = ...`")
+            out.append(f"{indent}pass  {ANSWER_HERE}\n")
+    out.extend(lines[pos:])
+    text = "".join(out)
+    if source.endswith("\n") is False and text.endswith("\n"):
+        text = text[:-1]
+    return text, info
+
+
+def _read(path: Path):
+    import nbformat
+
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # unreadable JSON, wrong format
+        raise LabkitUsageError(f"cannot read {path} as a notebook ({type(exc).__name__}: {exc})") from None
+
+
+def _write(nb, path: Path) -> None:
+    import nbformat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".labkit-tmp-", suffix=".ipynb")
+    os.close(fd)
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def student_notebook(nb, name: str = "notebook"):
+    """Return (student copy of ``nb``, NotebookReport). ``nb`` is an nbformat v4 notebook; it is not modified."""
+    nb = copy.deepcopy(nb)
+    report = NotebookReport(name)
+    for idx, cell in enumerate(nb.cells):
+        where = f"{name}, cell {idx + 1}"
+        new, info = student_source(cell.source, where, markdown=cell.cell_type == "markdown")
+        cell.source = new
+        report.solutions += info["solutions"]
+        report.hidden += info["hidden"]
+        report.answers += info["answers"]
+        report.warnings += info["warnings"]
+        if cell.cell_type == "code":
+            report.checks += len(_CHECK_CALL.findall(new))
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+    nb.metadata.setdefault("labkit", {})["student_version"] = True
+    return nb, report
+
+
+def lab_notebooks(src: Path | None, names: list[str] | None = None) -> tuple[Path, list[Path]]:
+    from .labs import labs_dir
+
+    src = Path(src).expanduser() if src else labs_dir()
+    if not src.is_dir():
+        raise LabkitUsageError(f"{src} is not a folder of lab notebooks; pass --src DIR (default: labkit's labs)")
+    found = sorted(p for p in src.glob("*.ipynb") if not p.name.endswith(".updated.ipynb"))
+    if names:
+        chosen = []
+        for n in names:
+            p = Path(n)
+            cand = p if p.is_file() else src / p.name if (src / p.name).is_file() else src / (p.name + ".ipynb")
+            if not cand.is_file():
+                raise LabkitUsageError(f"no lab notebook {n!r} in {src}; the labs are: "
+                                       + (", ".join(q.name for q in found) or "(none)"))
+            chosen.append(cand)
+        found = chosen
+    if not found:
+        raise LabkitUsageError(f"no .ipynb notebooks in {src}")
+    return src, found
+
+
+def write_student_versions(out: str | os.PathLike, src: str | os.PathLike | None = None,
+                           names: list[str] | None = None) -> list[NotebookReport]:
+    """Write the student version of every lab in ``src`` (default: labkit's labs) to ``out``; other lab files
+    (data, images) are copied as they are."""
+    import shutil
+
+    src, notebooks = lab_notebooks(Path(src) if src else None, names)
+    out = Path(out).expanduser()
+    if out.resolve() == src.resolve():
+        raise LabkitUsageError(f"refusing to write student versions over the instructor labs in {src}: "
+                               f"pick another --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for path in notebooks:
+        student, rep = student_notebook(_read(path), path.name)
+        _write(student, out / path.name)
+        reports.append(rep)
+    if not names:  # the whole folder: bring along data files the labs read
+        for extra in sorted(src.rglob("*")):
+            rel = extra.relative_to(src)
+            if (extra.is_file() and extra.suffix != ".ipynb" and ".ipynb_checkpoints" not in rel.parts
+                    and "__pycache__" not in rel.parts and not rel.name.startswith(".")):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(extra, out / rel)
+    return reports
+
+
+# ------------------------------------------------------------------------------------------------ nbgrader
+def _assert_checks(code: str) -> str:
+    """In an autograder test cell, turn each top-level ``check(...)`` statement into an assertion, so an
+    unanswered (``...``) or wrong answer fails the cell and nbgrader gives no points."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    lines = code.splitlines(keepends=True)
+    for node in reversed(tree.body):
+        if (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                and isinstance(node.value.func, ast.Name) and node.value.func.id == "check"):
+            start, end = node.lineno - 1, node.end_lineno
+            call = "".join(lines[start:end]).rstrip("\n")
+            lines[start:end] = [f"assert (_labkit_fb := {call.strip()}).ok, _labkit_fb\n"]
+    return "".join(lines)
+
+
+def nbgrader_notebook(nb, name: str, points: float = 1.0):
+    """An nbgrader *source* notebook: each exercise cell split into an autograded-answer cell (the solution region)
+    and an autograder-tests cell (the checks, as assertions, hidden tests kept for nbgrader to strip)."""
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    cells = []
+    stem = Path(name).stem
+    n_ex = 0
+    for idx, cell in enumerate(nb.cells):
+        cell.pop("id", None)
+        if cell.cell_type != "code" or BEGIN_SOLUTION not in cell.source:
+            cells.append(cell)
+            continue
+        lines = cell.source.splitlines(keepends=True)
+        regions = list(_regions(lines, f"{name}, cell {idx + 1}"))
+        last_solution_end = max(end for kind, _, end, _ in regions if kind == "SOLUTION")
+        for kind, start, end, indent in reversed(regions):  # tell the learner which names nbgrader's stub replaces
+            if kind == "SOLUTION" and start <= last_solution_end:
+                names = assigned_names("".join(lines[start + 1:end]))
+                if names:
+                    lines.insert(start, f"{indent}# Assign: {', '.join(names)}\n")
+                    last_solution_end += 1
+        answer_src = "".join(lines[:last_solution_end + 1]).rstrip("\n")
+        test_src = "".join(lines[last_solution_end + 1:]).strip("\n")
+        n_ex += 1
+        answer = nbformat.v4.new_code_cell(answer_src)
+        answer.metadata["nbgrader"] = {"grade": False, "solution": True, "locked": False, "task": False,
+                                       "grade_id": f"{stem}-answer-{n_ex}", "schema_version": 3}
+        cells.append(answer)
+        if test_src:
+            test = nbformat.v4.new_code_cell(_assert_checks(test_src))
+            test.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "task": False,
+                                         "points": points, "grade_id": f"{stem}-tests-{n_ex}",
+                                         "schema_version": 3}
+            cells.append(test)
+    nb.cells = cells
+    for c in nb.cells:
+        c.outputs = [] if c.cell_type == "code" else None
+        if c.cell_type != "code":
+            c.pop("outputs", None)
+        else:
+            c.execution_count = None
+    return nb, n_ex
+
+
+def write_nbgrader_source(course: str | os.PathLike, src: str | os.PathLike | None = None,
+                          names: list[str] | None = None, points: float = 1.0) -> list[tuple[str, int]]:
+    """``COURSE/source/<lab>/<lab>.ipynb`` for every lab, with nbgrader cell metadata."""
+    src_dir, notebooks = lab_notebooks(Path(src) if src else None, names)
+    course = Path(course).expanduser()
+    done = []
+    for path in notebooks:
+        nb, n = nbgrader_notebook(_read(path), path.name, points)
+        _write(nb, course / "source" / path.stem / path.name)
+        done.append((path.stem, n))
+    config = course / "nbgrader_config.py"
+    if not config.exists():
+        config.write_text(NBGRADER_CONFIG)
+    return done
+
+
+NBGRADER_CONFIG = """\
+# Written by `labkit student nbgrader`. nbgrader reads this from the course folder.
+c = get_config()  # noqa: F821
+# Each solution region becomes this stub; the line above it ("# Assign: answer") names what to assign.
+c.ClearSolutions.code_stub = {"python": "# YOUR ANSWER HERE"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# The labs load models from labkit's zoo: give autograding time to run a lab end to end.
+c.ExecutePreprocessor.timeout = 300
+"""
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _cmd_build(args) -> int:
+    reports = write_student_versions(args.out, args.src, args.notebooks)
+    for r in reports:
+        print(r)
+    print(f"student versions of {len(reports)} lab(s) written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_copy(args) -> int:
+    from .labs import copy_labs
+
+    # The student versions are rebuilt into a fixed per-user folder, so the copy manifest's hashes stay stable
+    # between runs and ``copy_labs`` can tell a learner's edit from a course update.
+    cache = Path(os.environ.get("LABKIT_STUDENT_CACHE", Path.home() / ".cache" / "labkit" / "labs-student"))
+    import shutil
+
+    if cache.exists():
+        shutil.rmtree(cache)
+    write_student_versions(cache, args.src)
+    print(copy_labs(args.dest, cache))
+    return 0
+
+
+def _cmd_nbgrader(args) -> int:
+    done = write_nbgrader_source(args.course, args.src, args.notebooks, args.points)
+    for stem, n in done:
+        print(f"{stem}: {n} autograded exercise(s)")
+    print(f"nbgrader source tree written to {Path(args.course).resolve() / 'source'}; next: "
+          f"cd {args.course} && nbgrader generate_assignment <lab> --force")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    _, notebooks = lab_notebooks(Path(args.src) if args.src else None, args.notebooks)
+    problems = 0
+    for path in notebooks:
+        try:
+            _, rep = student_notebook(_read(path), path.name)
+        except LabkitUsageError as exc:
+            print(f"{path.name}: ERROR {exc}")
+            problems += 1
+            continue
+        if rep.solutions < 3:
+            rep.warnings.append(f"only {rep.solutions} solution region(s); each lab should have at least 3 exercises")
+        problems += len(rep.warnings)
+        print(rep)
+    print("all good" if not problems else f"{problems} problem(s) found")
+    return 0 if not problems else 1
+
+
+SUBCOMMANDS = ("build", "copy", "nbgrader", "check")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["build"] + argv  # `labkit student [--out DIR]` = build
+    p = argparse.ArgumentParser(prog="labkit student",
+                                description="Student versions of the labs (solutions removed) and nbgrader export.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="write student versions of every lab (solutions and hidden tests removed)")
+    b.add_argument("notebooks", nargs="*", help="only these labs (names or paths); default: all")
+    b.add_argument("--src", help="folder of instructor notebooks (default: labkit's labs)")
+    b.add_argument("--out", default="labs-student", help="output folder (default: ./labs-student)")
+    b.set_defaults(fn=_cmd_build)
+    c = sub.add_parser("copy", help="copy student versions into a learner's folder, keeping their edits")
+    c.add_argument("dest")
+    c.add_argument("--src", help="folder of instructor notebooks (default: labkit's labs)")
+    c.set_defaults(fn=_cmd_copy)
+    g = sub.add_parser("nbgrader", help="write an nbgrader course source/ tree with cell metadata")
+    g.add_argument("course", help="the nbgrader course folder (source/<lab>/ is written inside it)")
+    g.add_argument("notebooks", nargs="*", help="only these labs; default: all")
+    g.add_argument("--src", help="folder of instructor notebooks (default: labkit's labs)")
+    g.add_argument("--points", type=float, default=1.0, help="points per exercise (default 1)")
+    g.set_defaults(fn=_cmd_nbgrader)
+    k = sub.add_parser("check", help="lint the exercise markers of the instructor labs")
+    k.add_argument("notebooks", nargs="*")
+    k.add_argument("--src")
+    k.set_defaults(fn=_cmd_check)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except LabkitUsageError as exc:
+        print(f"labkit student: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

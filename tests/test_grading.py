@@ -1,0 +1,238 @@
+"""Student versions of the labs (``labkit student``): solution regions -> ``NAME = ...``, hidden tests removed,
+outputs cleared; the student version runs end to end; the nbgrader export carries valid cell metadata."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit import grading
+from labkit.errors import LabkitUsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB03 = ROOT / "labs" / "03_tokenization.ipynb"
+
+SECRET = "SECRET_SOLUTION_TEXT"
+
+
+def _nb(cells):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    for kind, src in cells:
+        cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        if kind == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text="old output\n")]
+            cell.execution_count = 3
+        cells_list = nb.cells
+        cells_list.append(cell)
+    return nb
+
+
+def small_lab() -> nbformat.NotebookNode:
+    return _nb([
+        ("md", "# A tiny lab\nExercises below."),
+        ("code", "from labkit.exercises import check\nimport math"),
+        ("code", f"# Exercise 1\n### BEGIN SOLUTION\nanswer = len('{SECRET}') - len('{SECRET}') + 2\n### END SOLUTION\n"
+                 "check('ex1', answer, expected=2, hint='two')"),
+        ("code", "# Exercise 2: two names, tuple unpacking and an augmented assignment\n### BEGIN SOLUTION\n"
+                 f"low, high = 1, 3  # {SECRET}\nhigh += 1\n### END SOLUTION\n"
+                 "check('ex2a', low, expected=1)\ncheck('ex2b', high, expected=4)\n"
+                 f"### BEGIN HIDDEN TESTS\nassert high == 4, '{SECRET}'\n### END HIDDEN TESTS"),
+        ("code", "# Exercise 3: inside a block, and a function\nfor _ in range(1):\n    ### BEGIN SOLUTION\n"
+                 f"    total = 41 + 1  # {SECRET}\n    ### END SOLUTION\n    pass\n"
+                 "### BEGIN SOLUTION\ndef double(x):\n    return 2 * x\n### END SOLUTION\n"
+                 "check('ex3', total, expected=42)\ncheck('ex3b', double, expected=lambda f: f(2) == 4)"),
+        ("md", f"Explain why.\n### BEGIN SOLUTION\nBecause {SECRET}.\n### END SOLUTION"),
+        ("code", "from labkit.exercises import score\nprint(score())"),
+    ])
+
+
+def test_assigned_names():
+    assert grading.assigned_names("a = 1\nb, (c, *d) = x\ne += 1\nf: int = 2\nimport numpy as np\n"
+                                  "def g(): pass\nclass H: pass\nobj.attr = 3\nd2[k] = 4\n(w := 5)") == \
+        ["a", "b", "c", "d", "e", "f", "np", "g", "H", "w"]
+    assert grading.assigned_names("    x = 1\n    y = 2\n") == ["x", "y"]  # indented region
+
+
+def test_student_source_replaces_and_removes():
+    src = "### BEGIN SOLUTION\nanswer = 6 * 7\n### END SOLUTION\ncheck('e', answer, expected=42)\n" \
+          "### BEGIN HIDDEN TESTS\nassert answer == 42\n### END HIDDEN TESTS\n"
+    out, info = grading.student_source(src)
+    assert out == "answer = ...  # YOUR ANSWER HERE\ncheck('e', answer, expected=42)\n"
+    assert info["solutions"] == 1 and info["hidden"] == 1 and info["answers"] == ["answer"]
+
+
+@pytest.mark.parametrize("src,needle", [
+    ("### BEGIN SOLUTION\nx = 1\n", "never closed"),
+    ("x = 1\n### END SOLUTION\n", "without a matching"),
+    ("### BEGIN SOLUTION\n### BEGIN HIDDEN TESTS\n### END HIDDEN TESTS\n### END SOLUTION\n", "inside an open"),
+    ("### BEGIN SOLUTION\nx = (1,\n### END SOLUTION\n", "not whole Python statements"),
+])
+def test_bad_markers_are_clear_errors(src, needle):
+    with pytest.raises(LabkitUsageError, match=needle):
+        grading.student_source(src, "lab.ipynb, cell 4")
+
+
+def test_region_without_assignment_warns():
+    out, info = grading.student_source("### BEGIN SOLUTION\nprint(1)\n### END SOLUTION\n")
+    assert "pass  # YOUR ANSWER HERE" in out and info["warnings"]
+
+
+def test_student_notebook(tmp_path):
+    student, rep = grading.student_notebook(small_lab(), "tiny.ipynb")
+    text = json.dumps(student)
+    assert SECRET not in text and "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    assert rep.solutions == 5 and rep.hidden == 1
+    assert rep.answers == ["answer", "low", "high", "total", "double"]
+    code = [c for c in student.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert "    total = ...  # YOUR ANSWER HERE\n    pass" in code[3].source  # indentation kept
+    assert "YOUR ANSWER HERE" in student.cells[5].source  # markdown solution
+
+
+def _execute(path: Path, strict: bool = True) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    env_before = os.environ.get("LABKIT_STRICT_EXERCISES")
+    os.environ["LABKIT_STRICT_EXERCISES"] = "1" if strict else "0"
+    from nbclient.exceptions import CellExecutionError
+
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+                       ).execute()
+    except CellExecutionError as exc:
+        failing = next((i for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
+                        if o.get("output_type") == "error"), None)
+        pytest.fail(f"{path.name} stops with an error at cell {failing}: {exc.ename}: {exc.evalue}. In a student "
+                    f"version every answer name is `...`: a later cell that *uses* an answer (calls a function "
+                    f"the learner writes, indexes a value) must not run it unanswered.")
+    finally:
+        if env_before is None:
+            os.environ.pop("LABKIT_STRICT_EXERCISES", None)
+        else:
+            os.environ["LABKIT_STRICT_EXERCISES"] = env_before
+    return nb
+
+
+def _outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") or "".join(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_student_version_of_a_small_lab_runs_end_to_end(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    (src / "data.txt").write_text("lab data")
+    assert grading.main(["build", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "data.txt").read_text() == "lab data"
+    nb = _execute(tmp_path / "out" / "01_tiny.ipynb")  # strict mode: `...` is "not answered", not an error
+    text = _outputs_text(nb)
+    assert "not answered yet" in text and "0/5 exercises correct" in text  # 5 checks ran, none raised
+    # and the instructor version passes every check
+    inst = _execute(src / "01_tiny.ipynb")
+    assert "5/5 exercises correct" in _outputs_text(inst)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LAB03.exists(), reason="labs/03_tokenization.ipynb is not written yet")
+def test_student_version_of_lab03_runs_end_to_end(tmp_path):
+    reports = grading.write_student_versions(tmp_path, None, ["03_tokenization.ipynb"])
+    assert reports[0].solutions >= 3, reports[0]
+    student = tmp_path / "03_tokenization.ipynb"
+    assert "### BEGIN SOLUTION" not in student.read_text()
+    nb = _execute(student)
+    assert "not answered yet" in _outputs_text(nb)
+
+
+def test_build_refuses_to_overwrite_the_instructor_labs(tmp_path):
+    nbformat.write(small_lab(), str(tmp_path / "01_tiny.ipynb"))
+    with pytest.raises(LabkitUsageError, match="refusing"):
+        grading.write_student_versions(tmp_path, tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert grading.main(["build", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "l").mkdir()
+    nbformat.write(small_lab(), str(tmp_path / "l" / "01_tiny.ipynb"))
+    assert grading.main(["build", "missing_lab", "--src", str(tmp_path / "l"), "--out", str(tmp_path / "o")]) == 2
+    assert "01_tiny.ipynb" in capsys.readouterr().err  # names the labs that exist
+
+
+def test_default_subcommand_is_build(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    monkeypatch.chdir(tmp_path)
+    assert grading.main(["--src", str(src)]) == 0
+    assert (tmp_path / "labs-student" / "01_tiny.ipynb").exists()
+
+
+def test_check_command(tmp_path, capsys):
+    nbformat.write(small_lab(), str(tmp_path / "01_tiny.ipynb"))
+    assert grading.main(["check", "--src", str(tmp_path)]) == 0
+    nb = small_lab()
+    nb.cells[2].source = "### BEGIN SOLUTION\nanswer = 2\n"
+    nbformat.write(nb, str(tmp_path / "02_broken.ipynb"))
+    assert grading.main(["check", "--src", str(tmp_path)]) == 1
+    assert "never closed" in capsys.readouterr().out
+
+
+def test_student_copy_keeps_learner_edits(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_STUDENT_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    home = tmp_path / "home"
+    assert grading.main(["copy", str(home), "--src", str(src)]) == 0
+    mine = home / "01_tiny.ipynb"
+    assert SECRET not in mine.read_text()
+    nb = nbformat.read(str(mine), as_version=4)
+    nb.cells[2].source = nb.cells[2].source.replace("answer = ...", "answer = 2")
+    nbformat.write(nb, str(mine))
+    edited = mine.read_text()
+    assert grading.main(["copy", str(home), "--src", str(src)]) == 0  # rebuilt: same bytes, edit kept
+    assert mine.read_text() == edited
+
+
+def test_nbgrader_export(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    assert grading.main(["nbgrader", str(tmp_path / "course"), "--src", str(src), "--points", "2"]) == 0
+    nb = nbformat.read(str(tmp_path / "course" / "source" / "01_tiny" / "01_tiny.ipynb"), as_version=4)
+    nbformat.validate(nb)
+    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
+    answers = [m for m in meta if m["solution"]]
+    tests = [m for m in meta if m["grade"]]
+    assert len(answers) == 3 and len(tests) == 3
+    assert all(t["points"] == 2 and t["locked"] for t in tests)
+    assert len({m["grade_id"] for m in meta}) == len(meta)  # unique ids, as nbgrader requires
+    test_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert test_src[0].startswith("assert (_labkit_fb := check('ex1'")
+    assert "assert (_labkit_fb := check('ex2b'" in test_src[1]
+    assert "### BEGIN HIDDEN TESTS" in test_src[1]  # kept for nbgrader to strip from the release
+    answer_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    assert answer_src[0].startswith("# Exercise 1\n# Assign: answer\n### BEGIN SOLUTION")
+    assert (tmp_path / "course" / "nbgrader_config.py").exists()
+
+
+def test_nbgrader_test_cell_fails_when_unanswered():
+    code = grading._assert_checks("check('ex1', answer, expected=2)\nprint('x')\n")
+    from labkit.exercises import check
+
+    ns = {"check": check, "answer": ...}
+    with pytest.raises(AssertionError):
+        exec(code, ns)
+    ns["answer"] = 2
+    exec(code, ns)

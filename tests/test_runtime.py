@@ -1,0 +1,147 @@
+"""Runtime limits as a JupyterHub spawner sets them: CPU_LIMIT -> torch/BLAS threads, MEM_LIMIT -> budgets, and the
+per-lab memory check ``require_memory``. The kernel tests start a real, fresh ipykernel with the hub's variables."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import runtime
+from labkit.errors import LabkitUsageError, MemoryBudgetError
+
+ROOT = Path(__file__).resolve().parent.parent
+HUB_VARS = ("CPU_LIMIT", "MEM_LIMIT", "LABKIT_MEM_BUDGET", "LABKIT_SKIP_MEMORY_CHECK", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in HUB_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("value,threads", [("1", 1), ("1.5", 1), ("0.5", 1), ("2.0", 2), ("3", 3)])
+def test_thread_count_follows_cpu_limit(clean_env, value, threads):
+    clean_env.setenv("CPU_LIMIT", value)
+    assert runtime.thread_count() == threads
+
+
+@pytest.mark.parametrize("value", ["", "abc", "0", "-2"])
+def test_unreadable_cpu_limit_is_ignored(clean_env, value):
+    clean_env.setenv("CPU_LIMIT", value)
+    assert runtime.cpu_limit() is None
+    assert runtime.thread_count() == len(os.sched_getaffinity(0))
+
+
+def test_apply_thread_env_sets_blas_variables(clean_env):
+    clean_env.setenv("CPU_LIMIT", "1")
+    assert runtime.apply_thread_env() == 1
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["MKL_NUM_THREADS"] == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+
+
+def test_mem_limit_sets_the_model_budget(clean_env):
+    clean_env.setenv("MEM_LIMIT", "2G")
+    budget = runtime.memory_budget()
+    assert abs(budget - (int(2 * 1024**3 * 0.9) - runtime.process_rss())) < 64 * 1024**2
+
+
+def test_cgroup_memory_reads_numbers_or_none():
+    usage, limit = runtime.cgroup_memory()
+    assert usage is None or usage > 0
+    assert limit is None or limit > 0
+
+
+# ------------------------------------------------------------------------------------------------ require_memory
+def test_require_memory_fits(clean_env):
+    clean_env.setenv("LABKIT_MEM_BUDGET", "4G")
+    verdict = runtime.require_memory("1.2G", "lab 07")
+    assert verdict.ok and verdict.needed == int(1.2 * 1024**3)
+    assert "lab 07" in verdict and "fits" in verdict
+
+
+def test_require_memory_refuses_over_mem_limit(clean_env):
+    clean_env.setenv("MEM_LIMIT", "512M")
+    with pytest.raises(MemoryBudgetError) as info:
+        runtime.require_memory("1.2G", "lab 07")
+    msg = str(info.value)
+    assert "lab 07 needs about 1.2 GB" in msg and "MEM_LIMIT" in msg and "at least" in msg
+    assert isinstance(info.value, runtime.LabMemoryBudgetError)
+
+
+def test_require_memory_can_be_skipped(clean_env):
+    clean_env.setenv("MEM_LIMIT", "512M")
+    clean_env.setenv("LABKIT_SKIP_MEMORY_CHECK", "1")
+    verdict = runtime.require_memory("1.2G", "lab 07")
+    assert not verdict.ok and "does NOT fit" in verdict
+
+
+@pytest.mark.parametrize("bad", ["lots", "", "-1G", 0])
+def test_require_memory_bad_estimate(clean_env, bad):
+    with pytest.raises(LabkitUsageError):
+        runtime.require_memory(bad, "lab 07")
+
+
+def test_require_memory_shows_one_line_in_ipython(clean_env, ip, capsys):
+    clean_env.setenv("MEM_LIMIT", "256M")
+    result = ip.run_cell("import labkit.runtime\nlabkit.runtime.require_memory('2G', 'lab 09')")
+    assert isinstance(result.error_in_exec, MemoryBudgetError)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "MemoryBudgetError: lab 09 needs about 2.0 GB" in text
+    assert "Traceback" not in text and "File " not in text
+
+
+# ------------------------------------------------------------------------------------------------ fresh kernels
+def _kernel_run(env_extra: dict, code: str) -> str:
+    """Run ``code`` in a fresh python3 ipykernel started with ``env_extra``; return its stdout."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {k: v for k, v in os.environ.items() if k not in HUB_VARS}
+    env.update(env_extra)
+    km, kc = start_new_kernel(kernel_name="python3", env=env)
+    out: list[str] = []
+    try:
+        reply = kc.execute_interactive(
+            code, timeout=120,
+            output_hook=lambda msg: out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return "".join(out)
+
+
+@pytest.mark.slow
+def test_cpu_limit_gives_torch_one_thread_in_a_fresh_kernel():
+    out = _kernel_run({"CPU_LIMIT": "1"}, "%load_ext labkit\nimport os, torch\n"
+                      "print('threads', torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'))")
+    assert "threads 1 1" in out, out
+
+
+@pytest.mark.slow
+def test_cpu_limit_fixes_torch_imported_before_load_ext():
+    # torch imported first starts one thread per core; %load_ext labkit must bring it down to the quota
+    out = _kernel_run({"CPU_LIMIT": "1"}, "import torch\nbefore = torch.get_num_threads()\n%load_ext labkit\n"
+                      "print('threads', torch.get_num_threads())")
+    assert "threads 1" in out, out
+
+
+@pytest.mark.slow
+def test_doctor_reports_hub_limits():
+    env = {k: v for k, v in os.environ.items() if k not in HUB_VARS}
+    env.update(CPU_LIMIT="1", MEM_LIMIT="1G", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "labkit.cli", "doctor", "--quick"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    text = proc.stdout
+    assert "CPU_LIMIT" in text and "threads (torch/BLAS)" in text, proc.stdout + proc.stderr
+    threads_line = next(line for line in text.splitlines() if "threads (torch/BLAS)" in line)
+    assert threads_line.split()[-1] == "1"
+    budget_line = next(line for line in text.splitlines() if "memory budget for model loads" in line)
+    assert "MB" in budget_line  # 90 % of 1 GiB minus the process: some hundreds of MB, not the machine's GBs
