@@ -65,10 +65,16 @@ def asset_checks(load_models: bool = True) -> list[Check]:
         from . import models
 
         for info in models.list_models():
-            checks.append(Check(f"model {info.name}", bool(info.available),
-                                f"{info.kind}, {info.parameters or '?'} parameters, "
-                                f"{runtime.human_bytes(info.disk_bytes or 0)} on disk" if info.available
-                                else "not present: run `labkit zoo build`"))
+            if not info.available:
+                detail = "not present: run `labkit zoo build`"
+            else:
+                parts = [info.kind]
+                if info.parameters:
+                    parts.append(f"{info.parameters:,} parameters")
+                if info.disk_bytes:
+                    parts.append(f"{runtime.human_bytes(info.disk_bytes)} on disk")
+                detail = ", ".join(parts)
+            checks.append(Check(f"model {info.name}", bool(info.available), detail))
         if load_models:
             attempt("load tiny-chat + forward pass", lambda: _forward("tiny-chat"))
     except ImportError as exc:

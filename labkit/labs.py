@@ -79,9 +79,11 @@ def copy_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> 
     dest.mkdir(parents=True, exist_ok=True)
     manifest_path = dest / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        state = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     except (OSError, json.JSONDecodeError):
-        manifest = {}
+        state = {}
+    manifest: dict[str, str] = state.get("files", {})  # rel -> hash of what labkit last wrote there
+    offered: dict[str, str] = state.get("offered", {})  # rel -> course hash last written beside an edited file
     report = CopyReport(dest)
     for s in lab_files(src):
         rel = s.relative_to(src).as_posix()
@@ -102,12 +104,12 @@ def copy_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> 
             manifest[rel] = new_hash
         else:  # the learner's work: never overwrite
             report.kept.append(rel)
-            if manifest.get(rel) != new_hash:
+            if manifest.get(rel) != new_hash and offered.get(rel) != new_hash:
                 beside = d.with_name(d.stem + ".updated" + d.suffix)
                 _atomic_copy(s, beside)
                 report.beside.append(beside.relative_to(dest).as_posix())
-                manifest[rel] = new_hash if rel not in manifest else manifest[rel]
+                offered[rel] = new_hash
     tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    tmp.write_text(json.dumps({"files": manifest, "offered": offered}, indent=1, sort_keys=True))
     os.replace(tmp, manifest_path)
     return report

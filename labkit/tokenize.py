@@ -518,6 +518,9 @@ def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, nam
         raise LabkitUsageError(f"--train must be one of {', '.join(TRAINABLE)}, not {algorithm!r}")
     if not isinstance(vocab_size, int) or not 10 <= vocab_size <= 200_000:
         raise LabkitUsageError(f"--vocab must be a whole number between 10 and 200000, got {vocab_size!r}")
+    if algorithm == "bpe" and vocab_size <= 258:
+        raise LabkitUsageError(f"byte-level BPE starts from 256 byte tokens (+2 special tokens), so --vocab must be "
+                               f"above 258 to learn any merge; got {vocab_size}. Try --vocab 300 or more.")
     if isinstance(texts, str):
         texts = [texts]
     texts = [clean_text(t)[0] for t in texts]

@@ -29,9 +29,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture
 def ip():
     """A fresh IPython shell with ``%load_ext labkit``."""
+    from IPython.core.getipython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
-    shell = start_ipython()
+    start_ipython()  # a process-wide singleton: returns the shell only the first time
+    shell = get_ipython()
     shell.run_line_magic("load_ext", "labkit")
     yield shell
     shell.user_ns.pop("_labkit_test", None)

@@ -65,7 +65,10 @@ class Magic:
             if args.help:
                 print(self.help_text())
                 return None
-            result = self.run(args, cell if cell is not None else "", shell)
+            body = cell if cell is not None else ""
+            if body.endswith("\n"):  # IPython appends a newline to every cell; the learner did not type it
+                body = body[:-1]
+            result = self.run(args, body, shell)
         except LabkitError as exc:
             raise UsageError(str(exc)) from None
         if self.out_option and getattr(args, "out", None):
@@ -93,6 +96,6 @@ class Magic:
 def require_body(body: str, magic: str, what: str = "some text") -> str:
     """Empty cell -> a short usage message (no traceback)."""
     if not body or not body.strip():
-        raise LabkitUsageError(f"%%{magic} needs {what} in the cell body, under the magic line. "
+        raise LabkitUsageError(f"the cell is empty: %%{magic} needs {what} in the cell body, under the magic line. "
                                f"See `%%{magic} --help`.")
     return body

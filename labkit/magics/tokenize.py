@@ -12,7 +12,7 @@ parser = MagicParser(
   %%tokenize bert                  BERT's WordPiece
   %%tokenize --compare cl100k,bert,tiny,bytes
   %%tokenize --train bpe --vocab 300 --name mybpe
-  %%tokenize --train unigram --vocab 500 --corpus notes.txt""",
+  %tokenize --train unigram --vocab 500 --corpus notes.txt   (line form: no cell text needed)""",
 )
 parser.add_argument("tokenizer", nargs="?", default=None,
                     help="tokenizer name (cl100k, bert, bytes, chars, tiny, a trained name, a path or hub id)")

@@ -1,0 +1,37 @@
+"""``%%attend``: the attention view over ``labkit.attend``."""
+from __future__ import annotations
+
+from ._base import Magic, MagicParser, require_body
+
+parser = MagicParser(
+    "%%attend",
+    description="Run the cell text through a model and show its attention (head, model or matrix view).",
+    epilog="""examples:
+  %%attend                          tiny-base, head view, layer 0, all heads
+  %%attend --model minilm --view model
+  %%attend --model tiny-chat --layer 3 --head 1 --view matrix
+  %%attend --model minilm --pair     two sentences, one per line
+  %%attend --view bertviz            bertviz's view (needs its CDN; offline, labkit's view is shown)""",
+)
+parser.add_argument("--model", default="tiny-base", help="tiny-base (default), tiny-chat, minilm, a folder or hub id")
+parser.add_argument("--layer", type=int, default=None, help="layer to open (0-based)")
+parser.add_argument("--head", type=int, default=None, help="head to open (0-based; default: all heads)")
+parser.add_argument("--view", default="head", choices=["head", "model", "matrix", "bertviz"],
+                    help="head (lines), model (every layer × head), matrix (heatmap) or bertviz")
+parser.add_argument("--pair", action="store_true", help="two sentences (one per line) as a pair, for encoders")
+parser.add_argument("--max-tokens", type=int, default=None, help="cut the text to this many tokens")
+
+
+def run(args, body, shell):
+    from .. import attend as engine
+
+    text = require_body(body, "attend", "the text to run through the model")
+    result = engine.attend(text.strip("\n"), args.model, layer=args.layer, head=args.head,
+                           view="head" if args.view == "bertviz" else args.view, pair=args.pair,
+                           max_tokens=args.max_tokens)
+    if args.view == "bertviz":
+        return engine.bertviz_view(result)
+    return result
+
+
+MAGICS = [Magic("attend", "cell", parser, run)]
