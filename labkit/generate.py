@@ -1,0 +1,449 @@
+"""Generation engine: streaming text, a step-through view of next-token choices, the logit lens, KV-cache timing.
+
+    >>> from labkit.generate import generate, kv_cache_timing
+    >>> r = generate("Mira Vell is a", model="tiny-base", max_new_tokens=20, temperature=0.8, top_p=0.9, seed=0)
+    >>> r.text, r.tokens_per_s
+    >>> r = generate("Mira Vell is a", step=True)     # + r.steps: top next-token probabilities at every step
+    >>> r.steps[0].top(5)                            # [(token, probability), ...]
+    >>> r.lens[0]                                    # logit lens at step 0: per-layer top tokens
+    >>> kv_cache_timing("Once upon a time", max_new_tokens=64)
+
+All decoding is ``model.generate`` from transformers (greedy, sampling with temperature/top-k/top-p, beam
+search); labkit adds a streamer that hands out text as tokens arrive, and reads the logits and hidden states that
+``generate`` can return to draw the step-through view and the logit lens.
+"""
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import LabkitError, LabkitUsageError
+
+DEFAULT_MODEL = "tiny-base"
+TOP_N = 20  # next-token candidates kept per step
+LENS_K = 3  # top tokens per layer in the logit lens
+MAX_NEW = 1024
+
+
+@dataclass
+class Settings:
+    max_new_tokens: int = 40
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    beams: int = 1
+    seed: int | None = 0
+
+    def check(self) -> "Settings":
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW:
+            raise LabkitUsageError(f"--max-new-tokens must be a whole number from 1 to {MAX_NEW}, got {self.max_new_tokens!r}")
+        try:
+            t = float(self.temperature)
+        except (TypeError, ValueError):
+            t = -1.0
+        if not 0 <= t <= 100 or t != t:
+            raise LabkitUsageError(f"--temperature must be 0 (greedy) or a positive number such as 0.7, "
+                                   f"got {self.temperature!r}")
+        self.temperature = t
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+            raise LabkitUsageError(f"--top-k must be a whole number ≥ 1 (the number of candidates kept), got {self.top_k!r}")
+        if self.top_p is not None:
+            try:
+                p = float(self.top_p)
+            except (TypeError, ValueError):
+                p = -1.0
+            if not 0 < p <= 1:
+                raise LabkitUsageError(f"--top-p must be in (0, 1] (the probability mass kept, e.g. 0.9), "
+                                       f"got {self.top_p!r}")
+            self.top_p = p
+        if isinstance(self.beams, bool) or not isinstance(self.beams, int) or not 1 <= self.beams <= 16:
+            raise LabkitUsageError(f"--beams must be a whole number from 1 to 16, got {self.beams!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise LabkitUsageError(f"--seed must be a whole number, got {self.seed!r}")
+        return self
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0
+
+    def describe(self) -> str:
+        if self.beams > 1:
+            how = f"beam search ({self.beams} beams)"
+        elif not self.sampling:
+            how = "greedy"
+        else:
+            how = f"sampling T={self.temperature:g}"
+            if self.top_k:
+                how += f", top-k {self.top_k}"
+            if self.top_p is not None and self.top_p < 1:
+                how += f", top-p {self.top_p:g}"
+            how += f", seed {self.seed}"
+        return how
+
+    def generate_kwargs(self) -> dict:
+        kw: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, num_beams=self.beams)
+        if self.sampling and self.beams == 1:
+            kw.update(do_sample=True, temperature=self.temperature, top_k=self.top_k or 0,
+                      top_p=self.top_p if self.top_p is not None else 1.0)
+        else:
+            kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        return kw
+
+
+@dataclass
+class Step:
+    """One generated token and the distribution it was drawn from."""
+
+    token_id: int
+    token: str
+    prob: float  # probability of the chosen token under the decoding settings
+    raw_prob: float  # ... under the model's own distribution (temperature 1, nothing cut)
+    rank: int  # rank of the chosen token in the model's distribution (0 = the most likely)
+    top_ids: list[int]
+    top_tokens: list[str]
+    top_raw: list[float]  # model probabilities of the TOP_N most likely tokens
+    top_probs: list[float]  # their probabilities after temperature / top-k / top-p (0 = cut)
+
+    def top(self, k: int = 5, processed: bool = False) -> list[tuple[str, float]]:
+        vals = self.top_probs if processed else self.top_raw
+        return list(zip(self.top_tokens[:k], [round(v, 4) for v in vals[:k]]))
+
+
+@dataclass
+class LensRow:
+    layer: str  # 'embeddings', 'layer 0', ..., 'layer 5 (output)'
+    tokens: list[str]
+    probs: list[float]
+
+
+@dataclass
+class KVTiming:
+    """The same greedy generation with and without the KV cache."""
+
+    new_tokens: int
+    with_cache_s: float
+    without_cache_s: float
+
+    @property
+    def speedup(self) -> float:
+        return self.without_cache_s / max(self.with_cache_s, 1e-9)
+
+    def __repr__(self):
+        return (f"KV cache: {self.new_tokens} tokens in {self.with_cache_s:.3f} s with the cache "
+                f"({self.new_tokens / max(self.with_cache_s, 1e-9):.0f} tok/s), {self.without_cache_s:.3f} s without "
+                f"({self.new_tokens / max(self.without_cache_s, 1e-9):.0f} tok/s): {self.speedup:.1f}× faster with it")
+
+
+@dataclass
+class GenerateResult:
+    model: str
+    prompt: str
+    text: str  # the generated continuation
+    token_ids: list[int]
+    tokens: list[str]
+    n_prompt_tokens: int
+    settings: Settings
+    seconds: float
+    stop: str  # 'eos' | 'length'
+    notes: list[str] = field(default_factory=list)
+    steps: list[Step] | None = None
+    lens: list[list[LensRow]] | None = None  # per step: one row per layer
+    kv: KVTiming | None = None
+    _widget: Any = field(default=None, repr=False, compare=False)
+    _regenerate: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_new_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"{self.model} · {self.settings.describe()} · {self.n_new_tokens} new tokens in {self.seconds:.2f} s "
+                f"({self.tokens_per_s:.0f} tok/s) · stopped: {'end token' if self.stop == 'eos' else 'max tokens'}")
+
+    def __repr__(self):
+        lines = [self.prompt + self.text, "", self.summary()]
+        if self.steps:
+            lines.append("steps (chosen token: its probability, rank; the model's top 3):")
+            for i, s in enumerate(self.steps[:30]):
+                tops = ", ".join(f"{t!r} {p:.2f}" for t, p in s.top(3))
+                lines.append(f"  {i:>3} {s.token!r:<12} p={s.prob:.2f} rank {s.rank} | {tops}")
+        if self.kv:
+            lines.append(repr(self.kv))
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def _html(self) -> str:
+        esc = html.escape
+        parts = [f"<div class='labkit-generate-static'><div style='white-space:pre-wrap;font-family:monospace'>"
+                 f"<span style='color:#6b7280'>{esc(self.prompt)}</span>"]
+        for k, t in enumerate(self.tokens):
+            p = self.steps[k].prob if self.steps else None
+            bg = f"background:rgba(37,99,235,{0.15 + 0.6 * (1 - p):.2f});" if p is not None else ""
+            title = f" title='p={p:.3f}'" if p is not None else ""
+            parts.append(f"<span style='{bg}border-radius:2px'{title}>{esc(t)}</span>")
+        parts.append(f"</div><div style='color:#6b7280'>{esc(self.summary())}</div>")
+        if self.kv:
+            parts.append(f"<div>{esc(repr(self.kv))}</div>")
+        parts += [f"<div><i>note: {esc(n)}</i></div>" for n in self.notes]
+        parts.append("</div>")
+        return "".join(parts)
+
+    def widget(self):
+        from .widgets.generate import GenerateWidget
+
+        if self._widget is None:
+            self._widget = GenerateWidget.from_result(self)
+        return self._widget
+
+    def show(self):
+        from IPython.display import display
+
+        display(self.widget())
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        data = {"text/plain": repr(self), "text/html": self._html()}
+        try:
+            wdata = self.widget()._repr_mimebundle_()
+            if isinstance(wdata, tuple):
+                wdata = wdata[0]
+            for key, value in (wdata or {}).items():
+                if key.startswith("application/vnd.jupyter.widget-view"):
+                    data[key] = value
+        except Exception as exc:  # the HTML/text forms still show; say why the widget did not
+            data["text/plain"] += f"\n(widget unavailable: {exc})"
+        return data
+
+
+# ------------------------------------------------------------------------------------------------ streaming
+def make_streamer(tokenizer, on_text: Callable[[str], None]):
+    """A transformers streamer that calls ``on_text(new_text)`` as tokens arrive (prompt skipped).
+
+    Text is decoded from all generated ids so far and only whole characters are handed out (a byte-level BPE
+    token can end in the middle of a UTF-8 character).
+    """
+    from transformers.generation.streamers import BaseStreamer
+
+    class CallbackStreamer(BaseStreamer):
+        def __init__(self):
+            self.ids: list[int] = []
+            self.sent = 0
+            self.prompt_seen = False
+
+        def put(self, value):
+            if not self.prompt_seen:  # generate() first puts the prompt
+                self.prompt_seen = True
+                return
+            self.ids.extend(int(x) for x in value.reshape(-1).tolist())
+            text = tokenizer.decode(self.ids, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                return
+            if len(text) > self.sent:
+                on_text(text[self.sent:])
+                self.sent = len(text)
+
+        def end(self):
+            text = tokenizer.decode(self.ids, skip_special_tokens=True)
+            if len(text) > self.sent:
+                on_text(text[self.sent:])
+                self.sent = len(text)
+
+    return CallbackStreamer()
+
+
+# ------------------------------------------------------------------------------------------------ engine
+def _resolve(model):
+    from .attend import resolve
+
+    lm = resolve(model)
+    if lm.kind != "causal-lm":
+        raise LabkitUsageError(f"{lm.name} is an encoder ({type(lm.model).__name__}): it does not generate text. "
+                               f"Use a causal LM such as tiny-base or tiny-chat")
+    return lm
+
+
+def _encode_prompt(lm, prompt: str, chat: bool, notes: list[str]):
+    tok, net = lm.tokenizer, lm.model
+    if chat:
+        from .zoo.formats import format_chat
+
+        if getattr(tok, "chat_template", None):
+            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        else:
+            prompt = format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=not chat)
+    from .attend import max_positions
+
+    limit = max_positions(net, tok)
+    return prompt, enc, limit
+
+
+def _labels(tok, ids) -> list[str]:
+    return [tok.decode([i], clean_up_tokenization_spaces=False) for i in ids]
+
+
+def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 40, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, beams: int = 1, seed: int | None = 0,
+             step: bool = False, lens: bool | None = None, chat: bool = False, kv_timing: bool = False,
+             on_text: Callable[[str], None] | None = None) -> GenerateResult:
+    """Generate a continuation of ``prompt`` with ``model.generate``.
+
+    ``temperature=0`` is greedy; ``beams>1`` is beam search. ``on_text(chunk)`` is called as text arrives
+    (not with beams). ``step=True`` records the top next-token probabilities at every step (and the logit lens
+    unless ``lens=False``). ``chat=True`` wraps the prompt in the zoo chat format as a user turn.
+    ``kv_timing=True`` also times the same greedy generation with and without the KV cache.
+    """
+    import torch
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LabkitUsageError("there is no prompt: give some text to continue (the cell body under %%generate)")
+    settings = Settings(max_new_tokens, temperature, top_k, top_p, beams, seed).check()
+    if step and settings.beams > 1:
+        raise LabkitUsageError("--step shows one sequence token by token; it does not combine with --beams. "
+                               "Drop --beams, or drop --step to see the beam-search result")
+    lm = _resolve(model)
+    net, tok = lm.model, lm.tokenizer
+    notes: list[str] = []
+    full_prompt, enc, limit = _encode_prompt(lm, prompt, chat, notes)
+    n_prompt = enc["input_ids"].shape[1]
+    if n_prompt + settings.max_new_tokens > limit:
+        keep = max(1, limit - settings.max_new_tokens)
+        if keep < n_prompt:
+            enc = {k: v[:, -keep:] for k, v in enc.items()}
+            notes.append(f"the prompt has {n_prompt} tokens; with {settings.max_new_tokens} new tokens it would "
+                         f"pass {lm.name}'s {limit} positions, so only its last {keep} tokens were used")
+            n_prompt = keep
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    kw = settings.generate_kwargs()
+    gc = net.generation_config
+    pad = gc.pad_token_id if gc.pad_token_id is not None else (tok.pad_token_id if tok.pad_token_id is not None else
+                                                               (gc.eos_token_id if isinstance(gc.eos_token_id, int) else 0))
+    kw["pad_token_id"] = pad
+    want_lens = step if lens is None else lens
+    if step:
+        kw.update(return_dict_in_generate=True, output_logits=True, output_scores=True,
+                  output_hidden_states=want_lens)
+    streamer = None
+    if on_text is not None:
+        if settings.beams > 1:
+            notes.append("beam search keeps several candidates until the end, so its text cannot stream: shown at the end")
+        else:
+            streamer = make_streamer(tok, on_text)
+            kw["streamer"] = streamer
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            out = net.generate(**inputs, **kw)
+    except torch.OutOfMemoryError if hasattr(torch, "OutOfMemoryError") else MemoryError:  # pragma: no cover
+        raise LabkitError("generation ran out of memory: ask for fewer --max-new-tokens or --beams") from None
+    seconds = time.perf_counter() - t0
+    seq = out.sequences if step else out
+    new_ids = seq[0, n_prompt:].tolist()
+    eos = gc.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    stop = "eos" if new_ids and new_ids[-1] in eos_ids else "length"
+    text = tok.decode(new_ids, skip_special_tokens=True)
+    result = GenerateResult(model=lm.name, prompt=full_prompt, text=text, token_ids=new_ids,
+                            tokens=_labels(tok, new_ids), n_prompt_tokens=n_prompt, settings=settings,
+                            seconds=seconds, stop=stop, notes=notes)
+    if step:
+        result.steps = _steps(tok, out, new_ids)
+        if want_lens and getattr(out, "hidden_states", None):
+            result.lens = logit_lens_steps(net, tok, out.hidden_states)
+    if kv_timing:
+        result.kv = kv_cache_timing(full_prompt, lm, max_new_tokens=settings.max_new_tokens)
+    result._regenerate = lambda **changes: generate(
+        prompt, lm, **{**dict(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                              top_k=settings.top_k, top_p=settings.top_p, beams=settings.beams, seed=settings.seed,
+                              step=step, lens=want_lens, chat=chat), **changes})
+    return result
+
+
+def _steps(tok, out, new_ids) -> list[Step]:
+    import torch
+
+    steps = []
+    for k, chosen in enumerate(new_ids):
+        raw = torch.log_softmax(out.logits[k][0].float(), dim=-1)
+        proc = torch.softmax(out.scores[k][0].float(), dim=-1)  # after temperature/top-k/top-p; -inf -> 0
+        top = torch.topk(raw, TOP_N)
+        ids = top.indices.tolist()
+        rank = int((raw > raw[chosen]).sum())
+        steps.append(Step(chosen, tok.decode([chosen], clean_up_tokenization_spaces=False),
+                          float(proc[chosen]), float(raw[chosen].exp()), rank, ids, _labels(tok, ids),
+                          top.values.exp().tolist(), proc[top.indices].tolist()))
+    return steps
+
+
+def _final_norm(net):
+    base = getattr(net, "model", None) or getattr(net, "transformer", None)
+    for name in ("norm", "ln_f", "final_layer_norm"):
+        if base is not None and hasattr(base, name):
+            return getattr(base, name)
+    return None
+
+
+def logit_lens_steps(net, tok, hidden_states) -> list[list[LensRow]]:
+    """Per generated step: read every layer's hidden state at the last position through the final norm and the
+    output head (nostalgebraist's "logit lens"). The last entry of ``hidden_states`` is already normed."""
+    import torch
+
+    head = net.get_output_embeddings()
+    norm = _final_norm(net)
+    out = []
+    with torch.no_grad():
+        for per_step in hidden_states:
+            rows = []
+            n = len(per_step)
+            for i, h in enumerate(per_step):
+                x = h[0, -1].float()
+                if i < n - 1 and norm is not None:
+                    x = norm(x)
+                probs = torch.softmax(head(x), dim=-1)
+                top = torch.topk(probs, LENS_K)
+                name = "embeddings" if i == 0 else f"layer {i - 1}" + (" (output)" if i == n - 1 else "")
+                rows.append(LensRow(name, _labels(tok, top.indices.tolist()), top.values.tolist()))
+            out.append(rows)
+    return out
+
+
+def logit_lens(prompt: str, model: Any = DEFAULT_MODEL) -> list[LensRow]:
+    """The logit lens at the last position of ``prompt``: what each layer would predict next."""
+    import torch
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise LabkitUsageError("logit_lens needs a non-empty prompt")
+    lm = _resolve(model)
+    enc = lm.tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = lm.model(**enc, output_hidden_states=True)
+    return logit_lens_steps(lm.model, lm.tokenizer, [out.hidden_states])[0]
+
+
+def kv_cache_timing(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 64) -> KVTiming:
+    """Time the same greedy generation with the KV cache (the default) and without it (every step re-reads the
+    whole sequence). Both runs are forced to the same length."""
+    import torch
+
+    lm = _resolve(model)
+    net, tok = lm.model, lm.tokenizer
+    enc = tok(prompt, return_tensors="pt")
+    inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    pad = net.generation_config.pad_token_id or 0
+    times = {}
+    for use_cache in (True, False):
+        with torch.no_grad():
+            net.generate(**inputs, max_new_tokens=2, do_sample=False, use_cache=use_cache, pad_token_id=pad)  # warm
+            t0 = time.perf_counter()
+            out = net.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                               do_sample=False, use_cache=use_cache, pad_token_id=pad)
+            times[use_cache] = time.perf_counter() - t0
+    return KVTiming(out.shape[1] - inputs["input_ids"].shape[1], times[True], times[False])
