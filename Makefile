@@ -16,7 +16,7 @@ $(STAMP):
 setup: $(STAMP)
 
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=labs --ServerApp.ip=127.0.0.1
+	$(VENV)/bin/jupyter lab --notebook-dir=labs --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: setup
 	deploy/install-test-deps.sh

@@ -86,6 +86,8 @@ def lab_server(tmp_path_factory):
            f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
            "--LabServerApp.workspaces_dir=" + str(root / ".workspaces")]
+    if os.geteuid() == 0:  # CI containers run as root
+        cmd.append("--allow-root")
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
     server = LabServer(root, port, token, proc, log)
