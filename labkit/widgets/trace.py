@@ -1,0 +1,69 @@
+"""The agent trace view: a timeline of model turns, tool calls (arguments, observations, errors), tokens and
+latency per step, the final answer, expandable raw messages, and Approve/Reject buttons for pending tool calls.
+
+Steps are short texts, sent as a JSON list; the view grows live while the agent runs (``add_step``).
+"""
+from __future__ import annotations
+
+import time
+
+import anywidget
+import traitlets
+
+from . import asset
+
+
+class TraceWidget(anywidget.AnyWidget):
+    _esm = asset("trace.js")
+    _css = asset("trace.css")
+
+    task = traitlets.Unicode("").tag(sync=True)
+    model_label = traitlets.Unicode("").tag(sync=True)
+    tools = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    steps = traitlets.List(traitlets.Dict()).tag(sync=True)
+    answer = traitlets.Unicode(None, allow_none=True).tag(sync=True)
+    stopped = traitlets.Unicode(None, allow_none=True).tag(sync=True)
+    summary = traitlets.Unicode("").tag(sync=True)
+    running = traitlets.Bool(False).tag(sync=True)
+    pending = traitlets.Dict({}).tag(sync=True)  # {"id", "name", "args"} while a call waits for approval
+    decision = traitlets.Unicode("").tag(sync=True)  # set by the front end: "approve:<id>" | "reject:<id>"
+
+    @classmethod
+    def from_result(cls, result):
+        return cls(task=result.task, model_label=result.model, tools=list(result.tools),
+                   steps=[s.to_json() for s in result.steps], answer=result.answer, stopped=result.stopped,
+                   summary=result.summary().splitlines()[0])
+
+    @classmethod
+    def live(cls, task: str, model_label: str, tools: list[str]):
+        return cls(task=task, model_label=model_label, tools=list(tools), running=True)
+
+    def add_step(self, step) -> None:
+        self.steps = self.steps + [step.to_json()]
+
+    def finish(self, result) -> None:
+        self.steps = [s.to_json() for s in result.steps]
+        self.answer, self.stopped = result.answer, result.stopped
+        self.summary = result.summary().splitlines()[0]
+        self.running = False
+
+    def ask(self, name: str, args: dict, timeout: float = 300.0) -> bool:
+        """Show Approve/Reject for one call and wait for a click (the kernel keeps serving the front end while
+        it waits, through ``jupyter_ui_poll``). No answer within ``timeout`` seconds: rejected."""
+        from jupyter_ui_poll import ui_events
+
+        call_id = f"{len(self.steps)}-{time.monotonic_ns()}"
+        self.decision = ""
+        self.pending = {"id": call_id, "name": name, "args": {k: str(v) for k, v in args.items()}}
+        deadline = time.monotonic() + timeout
+        try:
+            with ui_events() as poll:
+                while not self.decision.endswith(call_id) and time.monotonic() < deadline:
+                    poll(20)
+                    time.sleep(0.05)
+        finally:
+            self.pending = {}
+        return self.decision == f"approve:{call_id}"
+
+    def __repr__(self):
+        return f"TraceWidget({self.summary or self.task})"
