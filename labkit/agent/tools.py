@@ -62,9 +62,8 @@ def tool(func: Callable | None = None, *, name: str | None = None, description: 
             raise LabkitUsageError(f"tool {f.__name__!r}: *args/**kwargs cannot be described to a model; "
                                    f"name each argument")
         t = _structured(f, name=name, description=description, dangerous=dangerous)
-        if t.name in BUILTINS:
-            raise LabkitUsageError(f"{t.name!r} is a built-in tool; name yours differently (name=...)")
-        REGISTRY[t.name] = t
+        if t.name not in BUILTINS:  # a look-alike of a built-in (lab 21's poisoned lookup) is used as an object only
+            REGISTRY[t.name] = t
         return t
 
     return wrap(func) if func is not None else wrap
@@ -131,6 +130,8 @@ def _retrieve(retriever, query: str, k: int) -> list[str]:
             out.append(h)
         elif isinstance(h, tuple):
             out.append(str(h[0]))
+        elif getattr(h, "chunk", None) is not None:  # a labkit.rag Hit
+            out.append(str(getattr(h.chunk, "text", h.chunk)))
         else:
             text = getattr(h, "page_content", None) or getattr(h, "text", None) or getattr(h, "content", None)
             out.append(str(text if text is not None else h))
@@ -139,6 +140,8 @@ def _retrieve(retriever, query: str, k: int) -> list[str]:
 
 def search_tool(retriever, k: int = 3, name: str = "search"):
     """A ``search(query)`` tool over ``retriever`` (a RAG index, ``.search(query, k)``, or a LangChain retriever)."""
+    if retriever is None:
+        retriever = _session_index()
     if retriever is None:
         raise LabkitUsageError("the search tool needs an index: build one with %%rag (or labkit.rag) and pass it "
                                "(--index NAME in %%agent, retriever=... in Python), or use the lookup tool")
@@ -156,6 +159,16 @@ def search_tool(retriever, k: int = 3, name: str = "search"):
         return "\n".join(f"[{i + 1}] {p.strip()}" for i, p in enumerate(passages))
 
     return _structured(search, name=name)
+
+
+def _session_index(name: str = "default"):
+    """The session's ``%%rag`` index, when labkit.rag has built one."""
+    try:
+        from .. import rag
+    except ImportError:
+        return None
+    getter = getattr(rag, "session_index", None)
+    return getter(name) if getter else None
 
 
 def builtin_names() -> list[str]:

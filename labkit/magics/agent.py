@@ -45,10 +45,15 @@ def run(args, body, shell):
     ns = getattr(shell, "user_ns", {}) or {}
     retriever = None
     if args.index:
-        if args.index not in ns:
-            raise LabkitUsageError(f"--index {args.index}: no variable named {args.index!r} in this notebook; "
-                                   f"build an index first (e.g. with %%rag --out {args.index})")
-        retriever = ns[args.index]
+        if args.index in ns:
+            retriever = ns[args.index]
+        else:
+            from ..agent.tools import _session_index
+
+            retriever = _session_index(args.index)
+        if retriever is None:
+            raise LabkitUsageError(f"--index {args.index}: no variable and no %%rag index named {args.index!r} "
+                                   f"in this session; build an index first (e.g. %%rag, or labkit.rag.Index())")
     if args.max_new_tokens < 1 or args.max_new_tokens > 1024:
         raise LabkitUsageError("--max-new-tokens must be between 1 and 1024")
     tools = agent.resolve(args.tools, retriever=retriever, namespace=ns)  # unknown names fail before any loading
