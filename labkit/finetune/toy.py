@@ -1,0 +1,54 @@
+"""A tiny randomly initialised Llama with the zoo tokenizer: for tests, benchmarks and labs that start from scratch.
+
+The zoo tokenizer is used when it is built (``labkit/zoo/weights/tokenizer``); otherwise the same recipe
+(``labkit.zoo.tokenizer.train_tokenizer``) is run once on a slice of the zoo corpus (about a second) and cached
+under ``$LABKIT_HOME/toy-tokenizer``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runs import home
+
+
+def tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    from .. import models
+
+    try:
+        return models.load_tokenizer("tiny")
+    except Exception:  # noqa: BLE001 - the zoo is not built yet
+        pass
+    folder = home() / "toy-tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    from ..zoo.corpus import Corpus
+    from ..zoo.tokenizer import save_tokenizer, train_tokenizer
+
+    c = Corpus(0)
+    docs = c.pretrain_docs("train")
+    tok = train_tokenizer([c.world.text()] + [next(docs) for _ in range(3000)])
+    tmp = folder.with_name(folder.name + ".partial")
+    save_tokenizer(tok, tmp)
+    if not folder.exists():
+        tmp.rename(folder)
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
+def model(size: str = "micro", seed: int = 0, tok=None, **overrides):
+    """(model, tokenizer): a fresh LlamaForCausalLM of a zoo size (``micro``, ``tiny``) or custom overrides."""
+    from ..zoo.train import model_config, new_model
+
+    tok = tok or tokenizer()
+    return new_model(model_config(size, tok, **overrides), seed=seed), tok
+
+
+def model_folder(folder, size: str = "micro", seed: int = 0) -> Path:
+    """Save a toy model + tokenizer into ``folder`` (a transformers folder ``labkit.models.load`` reads)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        m, tok = model(size, seed)
+        m.save_pretrained(str(folder))
+        tok.save_pretrained(str(folder))
+    return folder
