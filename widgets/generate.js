@@ -19,6 +19,7 @@ function strings(buf, offBuf) {
 }
 function el_(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
 function shown(t) { return JSON.stringify(t).slice(1, -1) || "∅"; }
+function pf(p) { return p === 0 ? "0" : p >= 0.01 ? p.toFixed(3) : p.toExponential(1); }
 
 function render({ model, el }) {
   const root = el_("div", "lk-gen");
@@ -97,7 +98,7 @@ function render({ model, el }) {
     const left = el_("div", "lk-gen-dist");
     left.appendChild(el_("div", "lk-gen-h",
       `step ${s}: chose ${JSON.stringify(labels[s])} — rank ${ranks[s]} in the model's distribution, ` +
-      `p=${chosenRaw[s].toFixed(3)} (model) / ${chosenP[s].toFixed(3)} (with these settings)`));
+      `p=${pf(chosenRaw[s])} (model) / ${pf(chosenP[s])} (with these settings)`));
     let peak = 1e-9;
     for (let j = 0; j < N; j++) peak = Math.max(peak, raw[s * N + j], proc[s * N + j]);
     for (let j = 0; j < N; j++) {
@@ -109,7 +110,7 @@ function render({ model, el }) {
       const b1 = el_("span", "lk-gen-raw"); b1.style.width = `${(100 * r / peak).toFixed(1)}%`;
       const b2 = el_("span", "lk-gen-proc"); b2.style.width = `${(100 * p / peak).toFixed(1)}%`;
       bars.append(b1, b2);
-      const num = el_("span", "lk-gen-num", `${r.toFixed(3)} → ${p === 0 ? "cut" : p.toFixed(3)}`);
+      const num = el_("span", "lk-gen-num", `${pf(r)} → ${p === 0 ? "cut" : pf(p)}`);
       row.append(name, bars, num);
       left.appendChild(row);
     }
@@ -127,7 +128,7 @@ function render({ model, el }) {
         tr.appendChild(el_("td", "lk-gen-layer", names[r]));
         for (let k = 0; k < K; k++) {
           const idx = (s * R + r) * K + k;
-          const td = el_("td", "lk-gen-lenscell", `${shown(ll[idx])} ${lp[idx].toFixed(2)}`);
+          const td = el_("td", "lk-gen-lenscell", `${shown(ll[idx])} ${pf(lp[idx])}`);
           td.style.background = `rgba(22,163,74,${Math.min(1, lp[idx]).toFixed(3)})`;
           tr.appendChild(td);
         }

@@ -1,0 +1,78 @@
+"""The attention and generation widgets in a real JupyterLab (headless Chromium)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_all, screenshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _notebook(cells):
+    return {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
+                       "source": src} for i, src in enumerate(cells)],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_attention_widget_hover_and_views(lab_server, page):
+    from test_attend import make_micro_model
+
+    make_micro_model(lab_server.root / "micro")
+    nb = _notebook([
+        "%load_ext labkit",
+        "%%attend --model minilm\nThe cat sat on the mat because it was tired.",
+        "%%attend --model micro --view matrix\nMira Vell is a baker.",
+        "%%generate --model micro --step --max-new-tokens 5\nMira",
+    ])
+    (lab_server.root / "attend_browser.ipynb").write_text(json.dumps(nb))
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    run_all(page, lab_server, "attend_browser.ipynb")
+
+    head = page.locator(".lk-attn").first
+    head.wait_for(timeout=60_000)
+    queries = head.locator(".lk-tok-q")
+    assert queries.count() == 13  # [CLS] the cat ... [SEP]
+    keys = head.locator(".lk-tok-k")
+    assert keys.nth(3).get_attribute("data-weight") in ("", None)
+    queries.nth(9).hover()  # "it"
+    page.wait_for_timeout(200)
+    assert "lk-active" in (queries.nth(9).get_attribute("class") or "")
+    weights = [float(keys.nth(j).get_attribute("data-weight")) for j in range(13)]
+    assert abs(sum(weights) - 1) < 0.02  # the isolated token's row of attention, shown on the keys
+    highlighted_before = weights
+    queries.nth(2).hover()  # "cat": a different row lights up
+    page.wait_for_timeout(200)
+    assert "lk-active" not in (queries.nth(9).get_attribute("class") or "")
+    weights = [float(keys.nth(j).get_attribute("data-weight")) for j in range(13)]
+    assert weights != highlighted_before
+    screenshot(page, "attend_head_view.png")
+
+    # model view: thumbnails for every layer x head; clicking one opens it in the head view
+    head.locator(".lk-attn-tab[data-view=model]").click()
+    thumbs = head.locator(".lk-attn-thumb")
+    thumbs.first.wait_for()
+    assert thumbs.count() == 6 * 12
+    thumbs.nth(12 + 3).click()  # layer 1, head 3
+    page.wait_for_timeout(300)
+    assert head.locator(".lk-attn-layer").input_value() == "1"
+    assert head.locator(".lk-attn-head").input_value() == "3"
+
+    # matrix view of a causal model draws on a canvas
+    matrix = page.locator(".lk-attn").nth(1)
+    assert matrix.locator("canvas.lk-attn-matrix").count() == 1
+
+    # generation step view: tokens, a distribution panel, the logit lens
+    gen = page.locator(".lk-gen").first
+    gen.wait_for(timeout=60_000)
+    assert gen.locator(".lk-gen-tok").count() == 5
+    assert gen.locator(".lk-gen-row").count() == 20
+    assert gen.locator(".lk-gen-lens tr").count() == 3
+    gen.locator(".lk-gen-tok").nth(2).click()
+    assert "step 2" in gen.locator(".lk-gen-h").first.text_content()
+    screenshot(page, "generate_step_view.png")
+    assert not [e for e in errors if "lk-" in e or "attention" in e or "generate" in e], errors
