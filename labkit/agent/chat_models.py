@@ -234,7 +234,11 @@ def _probe_openai(base_url: str, api_key: str, timeout: float) -> list[str]:
         if exc.code in (401, 403):
             raise LabkitUsageError(f"the server at {base_url} refused the API key (HTTP {exc.code}); set "
                                    f"OPENAI_API_KEY") from None
-        return []  # it answers but has no /models: fine, the chat call will tell
+        if exc.code == 404:
+            raise LabkitUsageError(f"something answers at {base_url} but it has no /models endpoint (HTTP 404): "
+                                   f"is the base URL right? OpenAI-compatible servers usually end in /v1. "
+                                   f"{hint}") from None
+        raise LabkitUsageError(f"the server at {base_url} answered HTTP {exc.code} to GET /models. {hint}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise LabkitUsageError(f"cannot reach an OpenAI-compatible server at {base_url} ({reason}). {hint}") from None
