@@ -356,7 +356,8 @@ class LoopbackHub:
     def home(self, name: str) -> Path:
         return self.homes / name
 
-    def as_student(self, name: str, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    def as_student(self, name: str, argv: list[str], timeout: float = 120,
+                   env_extra: dict | None = None) -> subprocess.CompletedProcess:
         """Run a command as this student would in a terminal: their uid (when root), their HOME."""
         uid = self.uids.get(name)
 
@@ -366,7 +367,7 @@ class LoopbackHub:
                 os.setgid(uid)
                 os.setuid(uid)
 
-        env = dict(os.environ, HOME=str(self.home(name)), USER=name, HF_HUB_OFFLINE="1")
+        env = dict(os.environ, HOME=str(self.home(name)), USER=name, HF_HUB_OFFLINE="1", **(env_extra or {}))
         return subprocess.run(self.wrapper + argv, cwd=self.home(name), env=env, preexec_fn=preexec,
                               capture_output=True, text=True, timeout=timeout)
 
@@ -798,3 +799,61 @@ def test_hub_restart_while_a_kernel_runs(classroom):
                      timeout=30)
     assert r.status_code == 200  # and the student's token still works
     assert hub.hub_starts == 2
+
+
+def test_nbgitpuller_delivers_student_versions_and_keeps_edits(classroom, tmp_path):
+    """The values.yaml delivery path: the instructor publishes `labkit student build` output to a git repository,
+    each student's server pulls it with nbgitpuller's `gitpuller`; a course update keeps the student's edits."""
+    import nbformat
+
+    if not (BIN / "gitpuller").exists() or shutil.which("git") is None:
+        pytest.skip("nbgitpuller (pip) or git is not installed")
+    hub, students, _, _ = classroom
+    s = students["alice"]
+    repo = hub.root / "course-repo"  # under the hub root: readable by the students in every isolation mode
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=Instructor", "-c", "user.email=i@example.edu",
+                        *args], check=True, capture_output=True, timeout=60)
+
+    build = subprocess.run([str(BIN / "labkit"), "student", "build", "--out", str(repo)], capture_output=True,
+                           text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "course: student versions")
+    subprocess.run(["chmod", "-R", "a+rX", str(repo)], check=True)
+    # the course repository belongs to the instructor: let the student's git read it (as a hub's shared volume
+    # would need too), for this command only
+    trust = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": str(repo)}
+    pull = [str(BIN / "gitpuller"), str(repo), "main", "course"]
+    done = hub.as_student(s.name, pull, env_extra=trust)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lab = hub.home(s.name) / "course" / LAB
+    assert "### BEGIN SOLUTION" not in lab.read_text() and "# YOUR ANSWER HERE" in lab.read_text()
+
+    # the student answers exercise 1 and deletes another file
+    nb = nbformat.read(str(lab), as_version=4)
+    cell = next(c for c in nb.cells if "YOUR ANSWER HERE" in c.source)
+    cell.source = cell.source.replace("answer = ...  # YOUR ANSWER HERE", "answer = 4  # my answer")
+    nbformat.write(nb, str(lab))
+    mine = lab.read_text()
+    others = sorted(p for p in lab.parent.iterdir() if p.is_file() and p.name != LAB)
+    victim = others[0] if others else None
+    if victim is not None:
+        victim.unlink()
+
+    # the instructor fixes a typo in the lab's first cell and publishes
+    upstream = nbformat.read(str(repo / LAB), as_version=4)
+    upstream.cells[0].source += "\n\n(updated by the instructor)"
+    nbformat.write(upstream, str(repo / LAB))
+    git("commit", "-q", "-am", "course: update lab 03")
+
+    done = hub.as_student(s.name, pull, env_extra=trust)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = lab.read_text()
+    assert "answer = 4  # my answer" in text  # the student's answer survived the course update
+    assert "(updated by the instructor)" in text  # and the update arrived (no conflict: different cells)
+    if victim is not None:
+        assert victim.exists()  # a deleted file comes back
+    assert text != mine
