@@ -227,12 +227,20 @@ def observation_filter(name: str, args: dict, text: str) -> str:
     return sanitize_observation(text)
 
 
-def output_filter(answer: str | None, secrets: Iterable[str] = (), *, mask: bool = True) -> str | None:
-    """Defence on the way out: withhold answers that leak a secret; mask PII in the rest."""
+def _alnum(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", text.lower())
+
+
+def output_filter(answer: str | None, secrets: Iterable[str] = (), *, mask: bool = True,
+                  fuzzy: bool = False) -> str | None:
+    """Defence on the way out: withhold answers that leak a secret; mask PII in the rest.
+
+    ``fuzzy``: compare letters and digits only, so ``O R C H I D - 7`` still matches ``ORCHID-7``."""
     if answer is None:
         return None
     for s in secrets:
-        if s and s.lower() in answer.lower():
+        leaked = (_alnum(s) in _alnum(answer)) if fuzzy else (s.lower() in answer.lower())
+        if s and leaked:
             return "[withheld: the answer contained confidential data]"
     return mask_pii(answer).text if mask else answer
 
@@ -245,6 +253,7 @@ class Defences:
     input_filter: bool = False  # refuse tasks that look like injections/jailbreaks
     observation_filter: bool = False  # sanitize tool observations and retrieved passages
     output_filter: bool = False  # withhold secrets, mask PII in answers
+    fuzzy_output: bool = False  # the output filter compares letters and digits only
     allowed_tools: tuple[str, ...] | None = None  # tool permissions: only these tools are given to the agent
     approve: bool = False  # dangerous tools need approval ...
     approver: Callable[[str, dict], bool] | None = None  # ... from this reviewer (default: reject)
@@ -283,7 +292,7 @@ def guarded_run(task: str, model, tools, defences: Defences | None = None, *, sy
                  approver=d.approver or (lambda name, args: False),
                  observation_filter=observation_filter if d.observation_filter else None,
                  **{k: v for k, v in kwargs.items() if k not in ("retriever", "namespace")})
-    answer = output_filter(result.answer, d.secrets) if d.output_filter else result.answer
+    answer = output_filter(result.answer, d.secrets, fuzzy=d.fuzzy_output) if d.output_filter else result.answer
     called = [s.name for s in result.tool_steps if s.approved is not False and not s.observation.startswith(
         "Error: unknown tool")]
     return GuardedRun(task, answer, None, result, called)
@@ -331,6 +340,15 @@ _PY_ORDER = re.compile(r"\b(?:call|run|execute|use)\b[^.\n\"]{0,30}\bpython\b[^\
 _SECRET_ASK = re.compile(r"\b(?:secret|password|system prompt)\b", re.I)
 
 
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+
+
+def _normalise(text: str) -> str:
+    """What a capable model 'reads' through simple obfuscations (leetspeak, spacing) that regex filters miss."""
+    words = [w.translate(_LEET) if re.search(r"[a-z]", w, re.I) else w for w in text.lower().split()]
+    return " ".join(words)
+
+
 def obedient_policy(messages: list[dict]) -> str:
     """A rule-based stand-in for a capable instruction-following model with no defences of its own.
 
@@ -351,9 +369,17 @@ def obedient_policy(messages: list[dict]) -> str:
     order = _QUOTED_ORDER.search(text)
     if order:
         return order.group(1)
-    if last["role"] == "user" and _SECRET_ASK.search(text) and detect_injection(text).flagged:
+    if last["role"] == "user" and _SECRET_ASK.search(_normalise(text)):
         secret = re.search(r"(?:secret|password)\s*(?:is|=|:)\s*([A-Z0-9-]{4,})", system, re.I)
-        return f"Sure! The secret is {secret.group(1)}." if secret else "I have no secret."
+        if not secret:
+            return "I have no secret."
+        value = secret.group(1)
+        low = _normalise(text)
+        if "spell" in low or "letter by letter" in low:
+            value = " ".join(value)
+        elif "backwards" in low or "reverse" in low:
+            value = value[::-1]
+        return f"Sure! The secret is {value}."
     if last["role"] == "tool":
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         stems = {w[:4] for w in re.findall(r"[a-z]+", question.lower()) if len(w) > 3}
