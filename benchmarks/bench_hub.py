@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     p.add_argument("labs", nargs="*", help="lab notebooks (names in labs/); default: every lab")
     p.add_argument("--timeout", type=float, default=300, help="seconds per cell before giving up on a lab")
     p.add_argument("--json", default=str(ROOT / "test-artifacts" / "bench-hub.json"))
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown (for INSTRUCTOR.md)")
     args = p.parse_args(argv)
     chp = find_chp()
     if chp is None:
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
         limit = round_up(heaviest["peak_rss"] * HEADROOM)
         idle = max(r["idle_server_rss"] for r in rows)
         per_node = int((NODE_GB - RESERVED_GB) * GiB // limit)
-        median = sorted(r["peak_rss"] for r in ok)[len(ok) // 2]
+        median = sorted(r["peak_rss"] for r in ok)[(len(ok) - 1) // 2]
         guarantee = round_up(median)
         per_node_overcommit = int((NODE_GB - RESERVED_GB) * GiB // guarantee)
         print(f"\nidle single-user server (no kernel): {human(idle)}")
@@ -155,11 +156,18 @@ def main(argv=None) -> int:
         print(f"students per {NODE_GB} GB node, guarantee = median lab peak ({guarantee / GiB:.2f} GiB), "
               f"limit {limit / GiB:.2f} GiB: {per_node_overcommit} (overcommitted: fine while students are on "
               f"different labs, not when all run the heaviest at once)")
-        print(f"spawn-to-first-result: median {sorted(r['first_result_s'] for r in ok)[len(ok) // 2]:.1f} s, "
+        print(f"spawn-to-first-result: median {sorted(r['first_result_s'] for r in ok)[(len(ok) - 1) // 2]:.1f} s, "
               f"max {max(r['first_result_s'] for r in ok):.1f} s")
         summary.update(recommended_limit_bytes=limit, students_per_node=per_node, idle_server_rss=idle,
                        guarantee_overcommit_bytes=guarantee, students_per_node_overcommit=per_node_overcommit,
                        heaviest_lab=heaviest["lab"])
+    if args.markdown:
+        print("\n| lab | spawn | spawn to first result | lab run | CPU | peak RSS | peak PSS | status |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            print(f"| {r['lab']} | {r['spawn_s']:.1f} s | {r.get('first_result_s', float('nan')):.1f} s | "
+                  f"{r.get('lab_s', float('nan')):.1f} s | {r.get('cpu_s', float('nan')):.1f} s | "
+                  f"{human(r['peak_rss'])} | {human(r['peak_pss'])} | {r['status']} |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(summary, indent=1))
     print(f"\nwritten: {args.json}")

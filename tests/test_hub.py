@@ -687,6 +687,21 @@ def test_kernel_sees_the_hub_limits(classroom):
     assert float(cpu) == CPU_LIMIT and int(mem) > 0 and threads == "1"
 
 
+def test_a_lab_too_big_for_the_limit_says_so(classroom):
+    """Under the hub's MEM_LIMIT (2 GiB), a lab's first cell stops a lab that would not fit, in one sentence."""
+    hub, students, _, _ = classroom
+    k = students["bob"].kernel
+    ok = k.execute("import labkit.runtime\nprint(labkit.runtime.require_memory('600M', 'lab 03'))")
+    assert ok.status == "ok" and "fits" in ok.text() and "MEM_LIMIT" in ok.text(), ok.text()
+    too_big = k.execute("labkit.runtime.require_memory('3G', 'lab 99')")
+    assert too_big.status == "error" and too_big.ename == "LabMemoryBudgetError"
+    err = next(o for o in too_big.outputs if o["output_type"] == "error")
+    assert err["traceback"] == [f"MemoryBudgetError: {too_big.evalue}"]  # one sentence, no traceback
+    assert "lab 99 needs about 3.0 GB" in too_big.evalue and "MEM_LIMIT" in too_big.evalue
+    alive = k.execute("print('still here')")  # the kernel was not killed
+    assert alive.text().strip() == "still here"
+
+
 def test_students_cannot_reach_each_other(classroom):
     import requests
 
