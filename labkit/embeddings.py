@@ -249,12 +249,20 @@ class SearchIndex:
     """Sentence embeddings (all-MiniLM-L6-v2) of some texts; ``search`` ranks them by cosine to a query."""
 
     def __init__(self, texts: Sequence[str], batch_size: int = 64):
+        from transformers.utils import logging as hf_logging
+
         from .models import sentence_embedder
 
         self.texts = list(texts)
         if not self.texts:
             raise LabkitUsageError("SearchIndex needs at least one text to search")
-        self.model = sentence_embedder()
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in the notebook
+        try:
+            self.model = sentence_embedder()
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self.vectors = self.model.encode(self.texts, batch_size=batch_size, normalize_embeddings=True,
                                          convert_to_numpy=True, show_progress_bar=False)
 
