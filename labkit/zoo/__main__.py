@@ -1,0 +1,4 @@
+"""``python -m labkit.zoo build|eval``."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""``labkit zoo build|eval`` (also ``python -m labkit.zoo build|eval``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labkit zoo", description="Build and evaluate labkit's offline model zoo.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="regenerate corpus, tokenizer and weights from seeds (about 35 min on 2 cores)")
+    b.add_argument("--out", type=Path, default=None, help="target folder (default: the package's zoo/weights)")
+    b.add_argument("--quick", action="store_true", help="a micro model in about a minute (for tests; not shipped)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--stage", choices=["all", "tokenizer", "base", "chat"], default="all",
+                   help="build only one stage (later stages read the earlier ones from --out)")
+    b.add_argument("--pre-steps", type=int, default=None, help="pre-training steps (default: the recipe's)")
+    b.add_argument("--sft-steps", type=int, default=None, help="fine-tuning steps (default: the recipe's)")
+    b.add_argument("--no-eval", action="store_true", help="skip the evaluation and model cards after building")
+    e = sub.add_parser("eval", help="print the quality table on the held-out split (and update the model cards)")
+    e.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the package's zoo/weights)")
+    e.add_argument("--n", type=int, default=200, help="held-out items per task (default 200)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--model", choices=["all", "tiny-base", "tiny-chat"], default="all")
+    e.add_argument("--no-cards", action="store_true", help="do not rewrite the model cards")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from ..errors import LabkitError
+
+    try:
+        if args.command == "build":
+            return _build(args)
+        return _eval(args)
+    except LabkitError as exc:
+        print(f"labkit zoo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _build(args) -> int:
+    from .build import WEIGHTS, build
+
+    out = args.out or WEIGHTS
+    stages = ("tokenizer", "base", "chat") if args.stage == "all" else (args.stage,)
+    build(out, quick=args.quick, seed=args.seed, stages=stages, pre_steps=args.pre_steps, sft_steps=args.sft_steps)
+    if not args.no_eval and not args.quick:
+        return _eval(argparse.Namespace(dir=out, n=200, seed=args.seed, model="all", no_cards=False, json=False))
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from ..errors import LabkitError
+    from ..models import safetensors_parameters
+    from .build import WEIGHTS
+    from .cards import write_cards
+    from .evaluate import eval_base, eval_chat
+
+    folder = Path(args.dir or WEIGHTS)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    results = {}
+    for name in (["tiny-base", "tiny-chat"] if args.model == "all" else [args.model]):
+        d = folder / name
+        if not (d / "model.safetensors").is_file():
+            raise LabkitError(f"{d / 'model.safetensors'} is missing: build the zoo with `labkit zoo build`.")
+        safetensors_parameters(d / "model.safetensors")  # clear error on a corrupt file
+        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+        tok = PreTrainedTokenizerFast.from_pretrained(str(d))
+        print(f"== {name} ({sum(p.numel() for p in model.parameters()):,} parameters)", flush=True)
+        if name == "tiny-base":
+            results[name] = eval_base(model, tok, seed=args.seed)
+        else:
+            results[name] = eval_chat(model, tok, n=args.n, seed=args.seed)
+        (d / "eval.json").write_text(json.dumps(results[name], indent=1) + "\n")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print()
+        print(table(results))
+    if not args.no_cards:
+        write_cards(folder)
+    return 0
+
+
+def table(results: dict) -> str:
+    rows = [("model", "figure", "value", "bar")]
+    b = results.get("tiny-base")
+    if b:
+        rows.append(("tiny-base", "validation perplexity", f"{b['val_perplexity']:.2f}", "reported"))
+    c = results.get("tiny-chat")
+    if c:
+        rows += [
+            ("tiny-chat", "context-QA exact match", f"{c['context_qa_em']:.1%}", ">= 90%"),
+            ("tiny-chat", "tool-call format valid", f"{c['tool_format_valid']:.1%}", ">= 95%"),
+            ("tiny-chat", "multiplication, calculator tool", f"{c['calc_with_tool']:.1%}", ">= 90%"),
+            ("tiny-chat", "multiplication, no tool", f"{c['calc_no_tool']:.1%}", "reported"),
+            ("tiny-chat", "lookup tool answers", f"{c['lookup_correct']:.1%}", "reported"),
+        ]
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(w[i]) for i in range(4)) for r in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""``labkit zoo eval``: the quality table of the zoo models on the held-out (test) split.
+
+tiny-chat
+  - context-QA exact match (the reply must equal the answer span of the passage),
+  - tool-call format validity (first reply to a calculator or lookup question is one well-formed call),
+  - multi-digit multiplication with the calculator (the harness runs the call and feeds the observation back;
+    the final reply must state the product), and the same questions without tools (``NO_TOOLS_SYSTEM``),
+  - lookup answers (the final reply contains the fact's value).
+tiny-base
+  - validation perplexity on the held-out pre-training documents, and sampled stories.
+
+``run_chat`` is the generation harness with tool execution; the agent lab can reuse it.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from . import formats as F
+from .corpus import Corpus
+
+_NUM = re.compile(r"-?\d+")
+
+
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 32,
+             do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> list[str]:
+    """Continue each prompt (text rendered with ``format_chat`` or plain text); returns the new text only.
+
+    Greedy by default; stops at ``<|end|>``/``<|endoftext|>``. Batched with left padding."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    end_ids = [tokenizer.convert_tokens_to_ids(F.END), tokenizer.convert_tokens_to_ids(F.EOT)]
+    pad = tokenizer.convert_tokens_to_ids(F.PAD)
+    outs: list[str] = []
+    torch.manual_seed(seed)
+    for i in range(0, len(prompts), batch_size):
+        batch = prompts[i:i + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=end_ids, pad_token_id=pad, do_sample=do_sample)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_k=top_k or None)
+        with torch.no_grad():
+            gen = model.generate(**enc, **kwargs)
+        for row in gen[:, enc["input_ids"].shape[1]:]:
+            outs.append(tokenizer.decode(row, skip_special_tokens=False))
+    return [o.replace(F.PAD, "") for o in outs]
+
+
+def _first_turn(text: str) -> str:
+    """Raw generated assistant content up to its <|end|> (keeps <|call|>)."""
+    for stop in (F.END, F.EOT):
+        text = text.split(stop, 1)[0]
+    return text
+
+
+def run_chat(model, tokenizer, conversations: list[list[dict]], world=None, max_tool_calls: int = 2,
+             max_new_tokens: int = 64) -> list[dict]:
+    """Answer each conversation, running tool calls the model makes and feeding the observations back.
+
+    Returns per conversation: ``{"messages": [...with the model's turns...], "reply": final text,
+    "calls": [(raw call text, parsed or None)], "valid_first": bool|None}``."""
+    state = [{"messages": list(c), "reply": None, "calls": [], "done": False} for c in conversations]
+    for _round in range(max_tool_calls + 1):
+        todo = [s for s in state if not s["done"]]
+        if not todo:
+            break
+        outs = generate(model, tokenizer, [F.format_chat(s["messages"]) for s in todo], max_new_tokens)
+        for s, out in zip(todo, outs):
+            turn = _first_turn(out)
+            if turn.lstrip().startswith(F.CALL) and _round < max_tool_calls:
+                parsed = F.parse_tool_call(turn)
+                s["calls"].append((turn, parsed))
+                s["messages"].append({"role": "assistant", "content": turn.strip()})
+                obs = F.run_tool(parsed[0], parsed[1], world) if parsed else "Error: malformed tool call."
+                s["messages"].append({"role": "tool", "content": obs})
+            else:
+                s["reply"] = F.reply_text(turn)
+                s["messages"].append({"role": "assistant", "content": s["reply"]})
+                s["done"] = True
+    for s in state:
+        s.pop("done")
+        if s["reply"] is None:
+            s["reply"] = ""
+    return state
+
+
+def eval_chat(model, tokenizer, n: int = 200, seed: int = 0, log=print) -> dict:
+    """Quality figures of a chat model on held-out items (``split='test'``)."""
+    corpus = Corpus(seed)
+    res: dict = {"n": n}
+    t0 = time.perf_counter()
+    # context QA
+    items = corpus.context_qa("test", n, stream="eval-cqa")
+    outs = run_chat(model, tokenizer, [F.context_qa_messages(it["context"], it["question"]) for it in items],
+                    corpus.world, max_tool_calls=0)
+    res["context_qa_em"] = sum(o["reply"] == it["answer"] for o, it in zip(outs, items)) / n
+    res["context_qa_examples"] = [(it["question"], it["answer"], o["reply"]) for it, o in list(zip(items, outs))[:5]]
+    log(f"context-QA exact match: {res['context_qa_em']:.1%}")
+    # calculator with tools
+    mul = corpus.multiplication("test", n, stream="eval-mul")
+    outs = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in mul], corpus.world)
+    valid = [bool(o["calls"]) and F.is_valid_tool_call(o["calls"][0][0]) for o in outs]
+    right_call = [bool(o["calls"]) and o["calls"][0][1] is not None and o["calls"][0][1][0] == "calculator"
+                  and F.calculator(o["calls"][0][1][1].get("expression", "")) == it["answer"] for o, it in zip(outs, mul)]
+    correct = [_last_number(o["reply"]) == it["answer"] for o, it in zip(outs, mul)]
+    res["calc_tool_used"] = sum(bool(o["calls"]) for o in outs) / n
+    res["calc_call_correct"] = sum(right_call) / n
+    res["calc_with_tool"] = sum(correct) / n
+    res["calc_examples"] = [(it["question"], it["answer"], o["calls"][0][0] if o["calls"] else None, o["reply"])
+                            for it, o in list(zip(mul, outs))[:3]]
+    log(f"multiplication with the calculator: {res['calc_with_tool']:.1%} (tool used {res['calc_tool_used']:.1%})")
+    # lookup
+    lk = corpus.lookups("test", n, stream="eval-lookup")
+    louts = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in lk], corpus.world)
+    lvalid = [bool(o["calls"]) and F.is_valid_tool_call(o["calls"][0][0]) for o in louts]
+    res["lookup_entity_correct"] = sum(bool(o["calls"]) and o["calls"][0][1] is not None
+                                       and o["calls"][0][1][1].get("entity") == it["entity"]
+                                       for o, it in zip(louts, lk)) / n
+    res["lookup_correct"] = sum(it["answer"] in o["reply"] for o, it in zip(louts, lk)) / n
+    res["lookup_examples"] = [(it["question"], it["answer"], o["calls"][0][0] if o["calls"] else None, o["reply"])
+                              for it, o in list(zip(lk, louts))[:3]]
+    log(f"lookup answers: {res['lookup_correct']:.1%}")
+    res["tool_format_valid"] = (sum(valid) + sum(lvalid)) / (2 * n)
+    log(f"tool-call format valid: {res['tool_format_valid']:.1%}")
+    # no tools
+    outs = run_chat(model, tokenizer, [[{"role": "system", "content": F.NO_TOOLS_SYSTEM},
+                                        {"role": "user", "content": it["question"]}] for it in mul],
+                    corpus.world, max_tool_calls=0)
+    res["calc_no_tool"] = sum(_last_number(o["reply"]) == it["answer"] for o, it in zip(outs, mul)) / n
+    log(f"multiplication without tools: {res['calc_no_tool']:.1%}")
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _last_number(text: str) -> str | None:
+    nums = _NUM.findall(text.replace(",", ""))
+    return nums[-1] if nums else None
+
+
+def eval_base(model, tokenizer, seed: int = 0, val_tokens: int = 100_000, n_samples: int = 3, log=print) -> dict:
+    """Held-out perplexity on the validation documents, plus sampled stories."""
+    from .train import evaluate_loss, pack_pretrain
+
+    corpus = Corpus(seed)
+    t0 = time.perf_counter()
+    val = pack_pretrain(tokenizer, corpus.pretrain_docs("val"), val_tokens, 256)
+    loss = evaluate_loss(model, val)
+    res = {"val_loss": loss, "val_perplexity": math.exp(loss), "val_tokens": int(val.numel())}
+    log(f"validation perplexity: {res['val_perplexity']:.2f} (loss {loss:.3f}, {val.numel():,} tokens)")
+    prompts = [F.EOT + p for p in ["Once upon a time,", "One winter morning,", "In the town of"]][:n_samples]
+    samples = generate(model, tokenizer, prompts, max_new_tokens=96, do_sample=True, temperature=0.8, top_k=40,
+                       seed=seed)
+    res["samples"] = [p[len(F.EOT):] + s.split(F.EOT)[0] for p, s in zip(prompts, samples)]
+    res["seconds"] = time.perf_counter() - t0
+    return res

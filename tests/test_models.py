@@ -1,0 +1,158 @@
+"""The model registry: every zoo entry loads offline, the memory guard, clear errors for bad names and files."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import labkit
+import labkit.models as M
+from labkit.errors import LabkitError, LabkitUsageError, MemoryBudgetError
+
+ZOO_MODELS = ["tiny-base", "tiny-chat"]
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LABKIT_MEM_BUDGET", raising=False)
+
+
+def test_import_is_light():
+    code = "import sys, labkit.models, labkit.zoo.formats, labkit.zoo.corpus; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_causal_lm_loads_offline_and_runs(name):
+    import torch
+
+    lm = labkit.load(name)
+    assert lm.kind == "causal-lm" and lm.path == M.zoo_path(name)
+    assert 1_000_000 < lm.num_parameters < 10_000_000
+    assert lm.model.config.model_type == "llama"
+    ids = lm.tokenizer("Once upon a time", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], len(lm.tokenizer))
+    assert torch.isfinite(logits).all()
+    assert labkit.load(name) is lm  # cached per process
+
+
+def test_minilm_encoder_and_sentence_embedder():
+    import torch
+
+    lm = M.load("minilm")
+    assert lm.kind == "encoder" and lm.num_parameters > 20_000_000
+    enc = lm.tokenizer(["a cat sat"], return_tensors="pt")
+    with torch.no_grad():
+        out = lm.model(**enc).last_hidden_state
+    assert out.shape[-1] == 384
+    emb = M.sentence_embedder().encode(["a cat sat", "a dog ran"])
+    assert emb.shape == (2, 384)
+
+
+def test_tokenizers():
+    tiny = M.load_tokenizer("tiny")
+    assert len(tiny) == 4096 and tiny.chat_template
+    assert M.load_tokenizer("tiny") is tiny
+    text = tiny.apply_chat_template([{"role": "user", "content": "Hi!"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|endoftext|><|user|> Hi!<|end|>\n<|assistant|>"
+    bert = M.load_tokenizer("minilm")
+    assert bert("hello world")["input_ids"][0] == bert.cls_token_id
+    cl = M.load_tokenizer("cl100k")
+    assert cl.decode(cl.encode("hello world")) == "hello world"
+
+
+def test_eager_attention_is_a_separate_cache_entry():
+    import torch
+
+    lm = M.load("tiny-base", attn_implementation="eager")
+    assert lm is not M.load("tiny-base")
+    ids = lm.tokenizer("Mira found a key.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = lm.model(input_ids=ids, output_attentions=True)
+    assert len(out.attentions) == lm.model.config.num_hidden_layers
+    assert out.attentions[0].shape[-1] == ids.shape[1]
+
+
+def test_list_models():
+    infos = {i.name: i for i in M.list_models()}
+    assert {"tiny-base", "tiny-chat", "minilm", "tiny", "cl100k"} <= set(infos)
+    assert all(i.available for i in infos.values()), [str(i) for i in infos.values() if not i.available]
+    assert infos["tiny-chat"].parameters > 1_000_000 and infos["tiny-chat"].disk_bytes > 1_000_000
+
+
+def test_memory_guard_refuses_over_budget(monkeypatch):
+    M.unload()
+    monkeypatch.setenv("LABKIT_MEM_BUDGET", "1M")
+    with pytest.raises(MemoryBudgetError, match="LABKIT_MEM_BUDGET"):
+        M.load("tiny-chat")
+    with pytest.raises(MemoryBudgetError):
+        M.sentence_embedder()
+    monkeypatch.delenv("LABKIT_MEM_BUDGET")
+    assert M.load("tiny-chat").kind == "causal-lm"
+
+
+def test_unknown_name_lists_the_zoo():
+    with pytest.raises(LabkitUsageError) as err:
+        M.load("tiny-gpt9")
+    msg = str(err.value)
+    for name in ("tiny-base", "tiny-chat", "minilm"):
+        assert name in msg
+    assert "org/model" in msg
+    with pytest.raises(LabkitUsageError):
+        M.load("")
+
+
+def test_hub_id_offline_is_a_fast_clear_error():
+    t = time.perf_counter()
+    with pytest.raises(LabkitError, match="huggingface-cli download someone/not-cached"):
+        M.load("someone/not-cached")
+    assert time.perf_counter() - t < 10
+
+
+def test_corrupt_weight_file_names_the_file(tmp_path):
+    d = tmp_path / "broken"
+    shutil.copytree(M.zoo_path("tiny-base"), d)
+    w = d / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LabkitError) as err:
+        M.load(str(d))
+    assert "model.safetensors" in str(err.value) and "labkit zoo build" in str(err.value)
+    w.write_bytes(b"\x00garbage")
+    with pytest.raises(LabkitError, match="corrupt"):
+        M.load(str(d))
+    w.unlink()
+    with pytest.raises(LabkitError, match="labkit zoo build|No weight file"):
+        M.load(str(d))
+
+
+def test_local_folder_loads_like_a_zoo_name(tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(M.zoo_path("tiny-chat"), d)
+    lm = M.load(str(d))
+    assert lm.kind == "causal-lm" and lm.path == d.resolve()
+    M.unload(str(d))
+
+
+def test_gguf_without_llama_cpp_is_clear(tmp_path):
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF" + b"\x00" * 64)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        with pytest.raises(LabkitError, match=r"labkit\[gguf\]"):
+            M.load(f"gguf:{f}")
+    else:  # pragma: no cover - only where llama-cpp-python is installed
+        with pytest.raises(LabkitError):
+            M.load(f"gguf:{f}")
+    with pytest.raises(LabkitUsageError):
+        M.load("gguf:/nonexistent/model.gguf")
