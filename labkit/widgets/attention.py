@@ -14,17 +14,16 @@ from . import asset, pack_strings
 def thumbnails(attentions, size: int):
     """(L, H, n, n) attention -> (L, H, s, s) uint8 block means, each scaled to its own maximum."""
     import numpy as np
+    import torch
 
     n = attentions.shape[-1]
     s = max(1, min(size, n))
-    edges = np.linspace(0, n, s + 1).astype(int)[:-1]
-    a = attentions.astype(np.float32)
-    a = np.add.reduceat(np.add.reduceat(a, edges, axis=2), edges, axis=3)
-    counts = np.diff(np.append(edges, n))
-    a /= counts[:, None] * counts[None, :]
-    peak = a.max(axis=(2, 3), keepdims=True)
-    peak[peak == 0] = 1
-    return (a / peak * 255).round().astype(np.uint8), s
+    a = torch.from_numpy(np.ascontiguousarray(attentions)).float()  # (L, H, n, n)
+    L, H = a.shape[:2]
+    # block means over an s × s grid (adaptive pooling handles n not divisible by s)
+    a = torch.nn.functional.adaptive_avg_pool2d(a.reshape(L * H, 1, n, n), s).reshape(L, H, s, s)
+    peak = a.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+    return (a / peak * 255).round().to(torch.uint8).numpy(), s
 
 
 class AttentionWidget(anywidget.AnyWidget):
