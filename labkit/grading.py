@@ -294,15 +294,22 @@ def _assert_checks(code: str) -> str:
 
 def nbgrader_notebook(nb, name: str, points: float = 1.0):
     """An nbgrader *source* notebook: each exercise cell split into an autograded-answer cell (the solution region)
-    and an autograder-tests cell (the checks, as assertions, hidden tests kept for nbgrader to strip)."""
+    and an autograder-tests cell (the checks, as assertions, hidden tests kept for nbgrader to strip); a markdown
+    cell with a solution region becomes a manually graded answer. Returns (notebook, autograded exercises)."""
     import nbformat
 
     nb = copy.deepcopy(nb)
     cells = []
     stem = Path(name).stem
-    n_ex = 0
+    n_ex = n_written = 0
     for idx, cell in enumerate(nb.cells):
-        cell.pop("id", None)
+        if cell.cell_type == "markdown" and BEGIN_SOLUTION in cell.source:  # a written answer: graded by hand
+            n_written += 1
+            cell.metadata["nbgrader"] = {"grade": True, "solution": True, "locked": False, "task": False,
+                                         "points": points, "grade_id": f"{stem}-written-{n_written}",
+                                         "schema_version": 3}
+            cells.append(cell)
+            continue
         if cell.cell_type != "code" or BEGIN_SOLUTION not in cell.source:
             cells.append(cell)
             continue

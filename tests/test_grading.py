@@ -213,18 +213,22 @@ def test_nbgrader_export(tmp_path):
     nb = nbformat.read(str(tmp_path / "course" / "source" / "01_tiny" / "01_tiny.ipynb"), as_version=4)
     nbformat.validate(nb)
     meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    answers = [m for m in meta if m["solution"]]
-    tests = [m for m in meta if m["grade"]]
+    answers = [m for m in meta if m["solution"] and not m["grade"]]
+    tests = [m for m in meta if m["grade"] and not m["solution"]]
     assert len(answers) == 3 and len(tests) == 3
     assert all(t["points"] == 2 and t["locked"] for t in tests)
     assert len({m["grade_id"] for m in meta}) == len(meta)  # unique ids, as nbgrader requires
-    test_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    test_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")
+                and c.cell_type == "code"]
     assert test_src[0].startswith("assert (_labkit_fb := check('ex1'")
     assert "assert (_labkit_fb := check('ex2b'" in test_src[1]
     assert "### BEGIN HIDDEN TESTS" in test_src[1]  # kept for nbgrader to strip from the release
-    answer_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    answer_src = [c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")
+                  and c.cell_type == "code"]
     assert answer_src[0].startswith("# Exercise 1\n# Assign: answer\n### BEGIN SOLUTION")
     assert (tmp_path / "course" / "nbgrader_config.py").exists()
+    written = [m for m in meta if m["solution"] and m["grade"]]
+    assert len(written) == 1 and written[0]["points"] == 2  # the markdown answer: graded by hand
 
 
 def test_nbgrader_test_cell_fails_when_unanswered():
@@ -236,3 +240,42 @@ def test_nbgrader_test_cell_fails_when_unanswered():
         exec(code, ns)
     ns["answer"] = 2
     exec(code, ns)
+
+
+@pytest.mark.slow
+def test_nbgrader_grades_the_export(tmp_path):
+    """Real nbgrader on the export: generate_assignment strips the solutions; autograde gives 0 to an untouched
+    release and full marks to the instructor's answers."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("nbgrader") is None:
+        pytest.skip("nbgrader is not installed (pip install nbgrader)")
+    src = tmp_path / "labs"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    course = tmp_path / "course"
+    assert grading.main(["nbgrader", str(course), "--src", str(src)]) == 0
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def nbgrader(*args):
+        done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    nbgrader("generate_assignment", "01_tiny", "--force")
+    release = course / "release" / "01_tiny" / "01_tiny.ipynb"
+    assert SECRET not in release.read_text() and "YOUR ANSWER HERE" in release.read_text()
+    for student, notebook in (("blank", release), ("solved", course / "source" / "01_tiny" / "01_tiny.ipynb")):
+        nbgrader("db", "student", "add", student)
+        (course / "submitted" / student / "01_tiny").mkdir(parents=True)
+        shutil.copy(notebook, course / "submitted" / student / "01_tiny" / "01_tiny.ipynb")
+    nbgrader("autograde", "01_tiny")
+    nbgrader("export")
+    import csv
+
+    rows = {r["student_id"]: r for r in csv.DictReader((course / "grades.csv").open())}
+    assert float(rows["blank"]["score"]) == 0.0
+    # 3 autograded exercises; the written (markdown) answer is 1 more point, graded by hand in formgrader
+    assert float(rows["solved"]["score"]) == 3.0 and float(rows["solved"]["max_score"]) == 4.0
