@@ -262,9 +262,13 @@ class LoopbackHub:
                     self.api("DELETE", f"/users/{name}/server", timeout=30)
                 except Exception:
                     pass
-        self.stop_hub()
+        try:
+            self.stop_hub()
+        except Exception:
+            pass
         pids = list(self.server_pids.values())
         pids += [p.pid for p in (self.hub_proc, self.proxy_proc) if p and p.poll() is None]
+        pids += self._stray_pids()
         _kill_tree(pids)
         for p in (self.hub_proc, self.proxy_proc):
             if p and p.poll() is None:
@@ -272,6 +276,18 @@ class LoopbackHub:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def _stray_pids(self) -> list[int]:
+        """Processes working inside the students' homes (a server whose spawn never reported its pid, a kernel)."""
+        import psutil
+
+        homes = str(self.homes)
+        found = []
+        for proc in psutil.process_iter(["pid", "cwd"]):
+            cwd = proc.info.get("cwd") or ""
+            if cwd == homes or cwd.startswith(homes + os.sep):
+                found.append(proc.info["pid"])
+        return found
 
     def log_tail(self, name: str = "jupyterhub.log", n: int = 4000) -> str:
         try:
@@ -618,16 +634,15 @@ def classroom():
             t.join(timeout=900)
         sampler.stop()
         yield hub, students, sampler, errors
-    finally:
-        if sampler is not None:
-            sampler.stop()
-        for s in students.values():
-            if s.kernel is not None:
-                try:
-                    s.kernel.close()
-                except Exception:
-                    pass
-        hub.close()
+    finally:  # every step on its own: one failing must not leave processes behind
+        steps = [sampler.stop] if sampler is not None else []
+        steps += [s.kernel.close for s in students.values() if s.kernel is not None]
+        steps.append(hub.close)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # pragma: no cover - reported, then the next step runs
+                print(f"cleanup: {step.__qualname__} failed: {exc!r}")
         subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)  # the read-only model copy, as non-root
         if not os.environ.get("LABKIT_KEEP_HUB_DIR"):  # keep the logs for debugging
             shutil.rmtree(root, ignore_errors=True)
