@@ -145,3 +145,54 @@ def test_doctor_reports_hub_limits():
     assert threads_line.split()[-1] == "1"
     budget_line = next(line for line in text.splitlines() if "memory budget for model loads" in line)
     assert "MB" in budget_line  # 90 % of 1 GiB minus the process: some hundreds of MB, not the machine's GBs
+
+
+# ------------------------------------------------------------------------------------------------ deploy files
+def _measured_peaks() -> dict[str, int]:
+    """Peak RSS per lab from the MEASURED table of deploy/INSTRUCTOR.md (written by benchmarks/bench_hub.py)."""
+    import re
+
+    text = (ROOT / "deploy" / "INSTRUCTOR.md").read_text()
+    block = text.split("<!-- BEGIN MEASURED", 1)[1].split("<!-- END MEASURED", 1)[0]
+    peaks = {}
+    for line in block.splitlines():
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cols) == 8 and cols[0].endswith(".ipynb") and cols[7] == "ok":
+            m = re.fullmatch(r"([\d,]+) MB", cols[5])
+            peaks[cols[0]] = int(m.group(1).replace(",", "")) * 1024**2
+    return peaks
+
+
+def test_values_yaml_limits_follow_the_measurements(clean_env):
+    """The Zero to JupyterHub limits cover the heaviest measured lab x 1.25, and a kernel under them gets 1 thread
+    and a budget that admits that lab (as KubeSpawner would export them)."""
+    import yaml
+    from jupyterhub.traitlets import ByteSpecification
+
+    values = yaml.safe_load((ROOT / "deploy" / "values.yaml").read_text())["singleuser"]
+    limit = ByteSpecification().validate(None, values["memory"]["limit"])
+    guarantee = ByteSpecification().validate(None, values["memory"]["guarantee"])
+    assert guarantee <= limit
+    peaks = _measured_peaks()
+    assert peaks, "deploy/INSTRUCTOR.md has no measured labs"
+    heaviest = max(peaks.values())
+    assert limit >= heaviest * 1.25, (values["memory"], heaviest)
+    assert values["cpu"]["guarantee"] <= values["cpu"]["limit"]
+    clean_env.setenv("CPU_LIMIT", str(float(values["cpu"]["limit"])))
+    clean_env.setenv("MEM_LIMIT", str(limit))
+    assert runtime.thread_count() == max(1, int(values["cpu"]["limit"]))
+    assert runtime.require_memory(heaviest, "the heaviest lab").ok
+    assert values["extraEnv"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_dockerfile_runs_only_tested_commands():
+    """Each RUN step of deploy/Dockerfile is a command the test suite runs elsewhere."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    run = text.split("\nRUN ", 1)[1].split("\n\n", 1)[0]
+    steps = [s.strip().rstrip("\\").strip() for s in run.split("&&")]
+    tested = ("/opt/labkit/deploy/install.sh ", "/opt/labkit/deploy/readonly-models.sh ",
+              '"${CONDA_DIR}/bin/labkit" student build ', 'HF_HUB_OFFLINE=1 "${CONDA_DIR}/bin/labkit" doctor --quick')
+    for step in steps:
+        assert step.startswith(tested), f"untested command in the Dockerfile: {step}"
+    assert text.count("\nRUN ") == 1
+    assert "HF_HUB_OFFLINE=1" in text.split("\nRUN ", 1)[1]
