@@ -89,27 +89,35 @@ def assigned_names(code: str) -> list[str]:
             add(target.value)
         # attribute / subscript targets (obj.x = ..., d[k] = ...) bind no new name
 
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                add(t)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            add(node.target)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                names.append(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, (ast.For, ast.AsyncFor)):
-            add(node.target)
-        elif isinstance(node, (ast.With, ast.AsyncWith)):
-            for item in node.items:
-                if item.optional_vars is not None:
-                    add(item.optional_vars)
-        # walrus inside an expression statement
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
-                names.append(sub.target.id)
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    add(t)
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                add(node.target)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append(node.name)
+                continue  # names bound inside a function or class body are not the region's
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    names.append(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                add(node.target)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        add(item.optional_vars)
+            for sub in ast.walk(node):  # walrus inside an expression
+                if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                    names.append(sub.target.id)
+            # assignments inside blocks (`with torch.no_grad(): answer = ...`, if/for/while/try bodies)
+            for block in ("body", "orelse", "finalbody"):
+                visit(getattr(node, block, []) or [])
+            for handler in getattr(node, "handlers", []) or []:
+                visit(handler.body)
+
+    visit(tree.body)
     seen: set[str] = set()
     return [n for n in names if not (n in seen or seen.add(n))]
 
@@ -274,6 +282,101 @@ def write_student_versions(out: str | os.PathLike, src: str | os.PathLike | None
     return reports
 
 
+# ------------------------------------------------------------------------------------------------ lint
+def _as_python(source: str) -> str:
+    """Cell source as plain Python (IPython's own transformer turns %magics and !shell into calls)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # IPython missing or confused: drop magic/shell lines
+        return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def _is_check_call(node) -> bool:
+    return isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == "check")
+        or (isinstance(node.func, ast.Attribute) and node.func.attr == "check"))
+
+
+def _loads(node) -> list[ast.Name]:
+    """Names read by ``node``, outside ``check(...)`` calls (which accept an unanswered ``...``)."""
+    out = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if _is_check_call(n):
+            continue
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            out.append(n)
+        stack.extend(ast.iter_child_nodes(n))
+    return out
+
+
+def _stores(node) -> set[str]:
+    names = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            names.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in n.names)
+    return names
+
+
+def unanswered_uses(student_nb, name: str = "notebook") -> list[str]:
+    """Places where a *student version* would use an answer the learner has not written yet (``NAME = ...``)
+    outside ``check(...)``: directly, or through a function whose body reads it (``bpe_train`` calling the
+    learner's ``merge``). Each is a cell that fails for a learner who runs the lab before answering."""
+    tainted: dict[str, int] = {}  # answer name -> cell number where the learner writes it
+    deps: dict[str, set[str]] = {}  # function defined in the lab -> global names its body reads
+    problems: list[str] = []
+
+    def closure(fn: str) -> set[str]:
+        seen, todo = set(), [fn]
+        while todo:
+            f = todo.pop()
+            if f in seen:
+                continue
+            seen.add(f)
+            todo.extend(d for d in deps.get(f, ()) if d in deps)
+        return set().union(*(deps.get(f, set()) for f in seen))
+
+    for idx, cell in enumerate(student_nb.cells):
+        if cell.cell_type != "code" or cell.source.lstrip().startswith("%%"):
+            continue
+        lines = cell.source.splitlines()
+        try:
+            tree = ast.parse(_as_python(cell.source))
+        except SyntaxError:
+            continue
+        for stmt in tree.body:
+            line = lines[stmt.lineno - 1] if stmt.lineno - 1 < len(lines) else ""
+            if (isinstance(stmt, ast.Assign) and ANSWER_HERE in line and isinstance(stmt.value, ast.Constant)
+                    and stmt.value.value is Ellipsis):
+                for t in stmt.targets:
+                    if isinstance(t, ast.Name):
+                        tainted[t.id] = idx + 1
+                continue
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                deps[stmt.name] = {n.id for n in _loads(stmt)} - {a.arg for a in stmt.args.args}
+                continue
+            for n in _loads(stmt):
+                if n.id in tainted:
+                    problems.append(f"{name}, cell {idx + 1}: uses `{n.id}`, which the learner writes in cell "
+                                    f"{tainted[n.id]}; the student version fails here until it is answered")
+                elif n.id in deps and (closure(n.id) & set(tainted)):
+                    used = sorted(closure(n.id) & set(tainted))
+                    problems.append(f"{name}, cell {idx + 1}: calls `{n.id}`, which uses `{', '.join(used)}` "
+                                    f"(written by the learner in cell {tainted[used[0]]}); the student version "
+                                    f"fails here until it is answered")
+            for stored in _stores(stmt):
+                tainted.pop(stored, None)
+                deps.pop(stored, None)
+    return list(dict.fromkeys(problems))
+
+
 # ------------------------------------------------------------------------------------------------ nbgrader
 def _assert_checks(code: str) -> str:
     """In an autograder test cell, turn each top-level ``check(...)`` statement into an assertion, so an
@@ -417,6 +520,7 @@ def _cmd_check(args) -> int:
             continue
         if rep.solutions < 3:
             rep.warnings.append(f"only {rep.solutions} solution region(s); each lab should have at least 3 exercises")
+        rep.warnings += unanswered_uses(student_notebook(_read(path), path.name)[0], path.name)
         problems += len(rep.warnings)
         print(rep)
     print("all good" if not problems else f"{problems} problem(s) found")

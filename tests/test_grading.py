@@ -279,3 +279,36 @@ def test_nbgrader_grades_the_export(tmp_path):
     assert float(rows["blank"]["score"]) == 0.0
     # 3 autograded exercises; the written (markdown) answer is 1 more point, graded by hand in formgrader
     assert float(rows["solved"]["score"]) == 3.0 and float(rows["solved"]["max_score"]) == 4.0
+
+
+def test_lint_finds_answers_used_before_they_are_written():
+    nb = _nb([
+        ("code", "from labkit.exercises import check\ndef helper(x):\n    return solve(x) + 1\n"
+                 "def outer(x):\n    return helper(x)"),
+        ("code", "### BEGIN SOLUTION\ndef solve(x):\n    return 2 * x\n### END SOLUTION\n"
+                 "check('e1', solve, expected=lambda f: f(1) == 2)"),
+        ("code", "print(outer(3))"),                                    # through two functions: fails
+        ("code", "### BEGIN SOLUTION\nanswer = 5\n### END SOLUTION\ncheck('e2', answer, expected=5)"),
+        ("code", "%%capture\nprint(answer)"),                            # a cell magic body: not Python, skipped
+        ("code", "print(answer + 1)"),                                   # direct use: fails
+        ("code", "answer = 7\nprint(answer + 1)"),                       # reassigned by the lab first: fine
+        ("code", "check('e3', answer, expected=7)"),                     # inside check: fine
+    ])
+    student, _ = grading.student_notebook(nb, "lab.ipynb")
+    problems = grading.unanswered_uses(student, "lab.ipynb")
+    assert len(problems) == 2, problems
+    assert "cell 3: calls `outer`, which uses `solve`" in problems[0]
+    assert "cell 6: uses `answer`, which the learner writes in cell 4" in problems[1]
+
+
+LABS = sorted((ROOT / "labs").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
+def test_every_lab_has_a_working_student_version(lab):
+    """The lint behind `labkit student check`: markers balanced, >= 3 exercises, and no cell that uses a learner's
+    answer before they wrote it (which makes Run All fail in the student version)."""
+    student, rep = grading.student_notebook(nbformat.read(str(lab), as_version=4), lab.name)
+    assert rep.solutions >= 3, rep
+    problems = rep.warnings + grading.unanswered_uses(student, lab.name)
+    assert not problems, "\n".join(problems)
