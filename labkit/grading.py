@@ -19,7 +19,7 @@ all count), removes the hidden-test regions, and clears outputs and execution co
 Commands::
 
     labkit student build [--src DIR] [--out DIR] [NOTEBOOK ...]   student versions of every lab (default ./labs-student)
-    labkit student copy DEST [--src DIR]                           student versions into a learner's folder,
+    labkit student copy DEST [--src DIR | --prebuilt DIR]          student versions into a learner's folder,
                                                                    never overwriting their edits (like ``labkit labs copy``)
     labkit student nbgrader COURSE_DIR [--src DIR] [--points N]    an nbgrader ``source/`` tree (cell metadata added)
                                                                    for ``nbgrader generate_assignment`` / ``autograde``
@@ -487,6 +487,13 @@ def _cmd_build(args) -> int:
 def _cmd_copy(args) -> int:
     from .labs import copy_labs
 
+    if args.prebuilt:  # student versions built once (e.g. in the image by `labkit student build`)
+        prebuilt = Path(args.prebuilt)
+        if not prebuilt.is_dir() or not any(prebuilt.glob("*.ipynb")):
+            raise LabkitUsageError(f"--prebuilt {prebuilt}: no notebooks there; build them with "
+                                   f"`labkit student build --out {prebuilt}`")
+        print(copy_labs(args.dest, prebuilt))
+        return 0
     # The student versions are rebuilt into a fixed per-user folder, so the copy manifest's hashes stay stable
     # between runs and ``copy_labs`` can tell a learner's edit from a course update.
     cache = Path(os.environ.get("LABKIT_STUDENT_CACHE", Path.home() / ".cache" / "labkit" / "labs-student"))
@@ -545,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("copy", help="copy student versions into a learner's folder, keeping their edits")
     c.add_argument("dest")
     c.add_argument("--src", help="folder of instructor notebooks (default: labkit's labs)")
+    c.add_argument("--prebuilt", help="copy these already-built student versions instead of building them")
     c.set_defaults(fn=_cmd_copy)
     g = sub.add_parser("nbgrader", help="write an nbgrader course source/ tree with cell metadata")
     g.add_argument("course", help="the nbgrader course folder (source/<lab>/ is written inside it)")

@@ -312,3 +312,14 @@ def test_every_lab_has_a_working_student_version(lab):
     assert rep.solutions >= 3, rep
     problems = rep.warnings + grading.unanswered_uses(student, lab.name)
     assert not problems, "\n".join(problems)
+
+
+def test_student_copy_from_prebuilt(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
+    assert grading.main(["build", "--src", str(src), "--out", str(tmp_path / "built")]) == 0
+    assert grading.main(["copy", str(tmp_path / "home"), "--prebuilt", str(tmp_path / "built")]) == 0
+    assert (tmp_path / "home" / "01_tiny.ipynb").read_bytes() == (tmp_path / "built" / "01_tiny.ipynb").read_bytes()
+    assert grading.main(["copy", str(tmp_path / "home2"), "--prebuilt", str(tmp_path / "nothing")]) == 2
+    assert "labkit student build --out" in capsys.readouterr().err
