@@ -27,8 +27,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture
-def ip():
-    """A fresh IPython shell with ``%load_ext labkit``."""
+def ip(monkeypatch):
+    """A fresh IPython shell with ``%load_ext labkit`` (learner mode: usage errors, not exceptions)."""
+    monkeypatch.delenv("LABKIT_STRICT_EXERCISES", raising=False)
     from IPython.core.getipython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 

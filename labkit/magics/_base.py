@@ -28,6 +28,17 @@ class MagicParser(argparse.ArgumentParser):
         raise LabkitUsageError(f"{self.prog}: {message}. Try `{self.prog} --help`.")
 
 
+def _strict() -> bool:
+    """Under ``LABKIT_STRICT_EXERCISES=1`` (set by ``make test``) a magic's usage error is a real exception.
+
+    IPython shows a ``UsageError`` as one line on stderr and the cell does not count as failed, so nbmake would
+    pass a lab whose magic call is broken; in strict mode the LabkitError propagates and the cell fails.
+    """
+    import os
+
+    return os.environ.get("LABKIT_STRICT_EXERCISES", "") not in ("", "0", "false", "no")
+
+
 def _split(line: str) -> list[str]:
     try:
         return shlex.split(line)
@@ -70,6 +81,8 @@ class Magic:
                 body = body[:-1]
             result = self.run(args, body, shell)
         except LabkitError as exc:
+            if _strict():  # unattended runs (make test, nbmake): fail the cell for real, so a broken lab is caught
+                raise
             raise UsageError(str(exc)) from None
         if self.out_option and getattr(args, "out", None):
             if not args.out.isidentifier():
