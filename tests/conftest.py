@@ -26,10 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-@pytest.fixture
-def ip(monkeypatch):
-    """A fresh IPython shell with ``%load_ext labkit`` (learner mode: usage errors, not exceptions)."""
+@pytest.fixture(autouse=True)
+def _learner_mode(monkeypatch):
+    """Unit tests see labkit as a learner does (usage errors, exercise hints). ``make test`` sets
+    LABKIT_STRICT_EXERCISES=1 for the labs run by nbmake; a test that wants strict mode sets it itself."""
     monkeypatch.delenv("LABKIT_STRICT_EXERCISES", raising=False)
+
+
+@pytest.fixture
+def ip():
+    """A fresh IPython shell with ``%load_ext labkit``."""
     from IPython.core.getipython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
