@@ -311,3 +311,41 @@ def test_magic_trains_and_reports_bad_lines(ip, toy):
     with pytest.raises(UsageError, match="no-such-model|Unknown model"):
         ip.run_line_magic("finetune", "--model no-such-model --method dpo --data prefs --quiet")
     assert ip.run_line_magic("finetune", "--help") is None
+
+
+# -------------------------------------------------------------------------------------------------- merging
+def test_merging_linear_slerp_ties():
+    import torch
+
+    from labkit.finetune import merging
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(4, 3)
+    a, b = merging.linear([base, base]), merging.linear([base, base])
+    with torch.no_grad():
+        a.weight.add_(1.0)
+        b.weight.sub_(1.0)
+    mid = merging.linear([a, b])
+    assert torch.allclose(mid.weight, base.weight, atol=1e-6)
+    assert torch.allclose(merging.linear([a, b], [1.0, 0.0]).weight, a.weight)
+    # SLERP: ends are the inputs; the middle keeps the norm a straight line would shrink
+    assert torch.allclose(merging.slerp(a, b, 0.0).weight, a.weight, atol=1e-6)
+    assert torch.allclose(merging.slerp(a, b, 1.0).weight, b.weight, atol=1e-6)
+    x, y = torch.nn.Linear(2, 1, bias=False), torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        x.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        y.weight.copy_(torch.tensor([[0.0, 1.0]]))
+    s = merging.slerp(x, y, 0.5).weight
+    assert torch.allclose(s.norm(), torch.tensor(1.0), atol=1e-5) and torch.allclose(s, torch.full((1, 2), 2 ** -0.5))
+    # TIES: opposite task vectors on a weight -> the majority sign wins; small entries are trimmed
+    t1, t2, t3 = (merging.linear([base, base]) for _ in range(3))
+    with torch.no_grad():
+        t1.weight[0, 0] += 2.0
+        t2.weight[0, 0] += 1.0
+        t3.weight[0, 0] -= 0.5
+        t1.weight[1, 1] += 0.001  # tiny: trimmed at density 0.1
+    m = merging.ties(base, [t1, t2, t3], density=0.1)
+    assert m.weight[0, 0].item() == pytest.approx(base.weight[0, 0].item() + 1.5, abs=1e-5)  # mean of 2.0 and 1.0
+    assert m.weight[1, 1].item() == pytest.approx(base.weight[1, 1].item(), abs=1e-6)
+    with pytest.raises(LabkitUsageError, match="architecture"):
+        merging.linear([base, torch.nn.Linear(3, 3)])

@@ -300,6 +300,8 @@ def resolve_model(model, tokenizer=None) -> _Base:
             raise LabkitUsageError(f"{label!r} is a {loaded.kind}, not a causal language model: fine-tune "
                                    f"tiny-base, tiny-chat, a run of yours, or a causal-LM folder/hub id")
         return _Base(copy.deepcopy(loaded.model), tokenizer or loaded.tokenizer, loaded.path, label)
+    if isinstance(model, tuple) and len(model) == 2:  # (model, tokenizer), as labkit.finetune.toy.model returns
+        return resolve_model(model[0], tokenizer or model[1])
     if hasattr(model, "model") and hasattr(model, "kind") and hasattr(model, "tokenizer"):  # a LoadedModel
         return _Base(copy.deepcopy(model.model), tokenizer or model.tokenizer, model.path, model.name)
     if hasattr(model, "config") and hasattr(model, "forward"):
@@ -408,7 +410,7 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
 
     # -- where the run lives
     name = runs.check_name(name) if name else None
-    base_label = str(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name", None) or "model"
+    base_label = str(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name", None) or "scratch"
     name = name or _default_name(method, base_label)
     folder = runs.run_dir(name, output_dir)
     previous_ckpt = runs.latest_checkpoint(folder) if resume else None

@@ -52,3 +52,19 @@ def model_folder(folder, size: str = "micro", seed: int = 0) -> Path:
         m.save_pretrained(str(folder))
         tok.save_pretrained(str(folder))
     return folder
+
+
+def zoo_or_toy(name: str = "tiny-chat", size: str = "tiny", seed: int = 0):
+    """``(model, tokenizer, real)``: the zoo model ``name`` when its weights are built, else a random toy model
+    of the same architecture (``real=False``, with a printed note) so a lab still runs end to end."""
+    from .. import models
+
+    try:
+        lm = models.load(name)
+        return lm.model, lm.tokenizer, True
+    except Exception as exc:  # noqa: BLE001 - the zoo is not built on this machine
+        print(f"note: {name} is not available ({str(exc).splitlines()[0][:120]}); using a randomly initialised "
+              f"model of the same architecture instead, so the numbers below will not mean much. "
+              f"Build the zoo with `labkit zoo build`.")
+        m, tok = model(size, seed)
+        return m, tok, False
