@@ -148,8 +148,14 @@ def _regions(lines: list[str], where: str):
                                f"add '### END {open_kind}' after the region")
 
 
-def student_source(source: str, where: str = "cell", markdown: bool = False) -> tuple[str, dict]:
-    """The student version of one cell's source, and what was done: {'solutions', 'hidden', 'answers', 'warnings'}."""
+def student_source(source: str, where: str = "cell", markdown: bool = False,
+                   later: list[str] | None = None) -> tuple[str, dict]:
+    """The student version of one cell's source, and what was done: {'solutions', 'hidden', 'answers', 'warnings'}.
+
+    ``later``: the code that runs after this cell (the notebook's later code cells). When given, a region's
+    answers are the names it assigns that are read afterwards (in this cell after the region, or later), so helper
+    variables of a worked solution (loop counters, intermediate sums) do not become blanks; when none is read
+    later, every name the region assigns."""
     lines = source.splitlines(keepends=True)
     info = {"solutions": 0, "hidden": 0, "answers": [], "warnings": []}
     regions = list(_regions(lines, where))
@@ -170,6 +176,10 @@ def student_source(source: str, where: str = "cell", markdown: bool = False) -> 
             continue
         try:
             names = assigned_names(body)
+            if later is not None and names:
+                after = "".join(lines[end + 1:])
+                read = _later_reads([textwrap.dedent(after)] + list(later)) if after.strip() or later else set()
+                names = [n for n in names if n in read] or names
         except SyntaxError as exc:
             raise LabkitUsageError(
                 f"{where}, solution at line {start + 1}: the region is not whole Python statements "
@@ -216,9 +226,11 @@ def student_notebook(nb, name: str = "notebook"):
     """Return (student copy of ``nb``, NotebookReport). ``nb`` is an nbformat v4 notebook; it is not modified."""
     nb = copy.deepcopy(nb)
     report = NotebookReport(name)
+    code = [c.source if c.cell_type == "code" else "" for c in nb.cells]
     for idx, cell in enumerate(nb.cells):
         where = f"{name}, cell {idx + 1}"
-        new, info = student_source(cell.source, where, markdown=cell.cell_type == "markdown")
+        new, info = student_source(cell.source, where, markdown=cell.cell_type == "markdown",
+                                   later=[c for c in code[idx + 1:] if c])
         cell.source = new
         report.solutions += info["solutions"]
         report.hidden += info["hidden"]
@@ -299,18 +311,76 @@ def _is_check_call(node) -> bool:
         or (isinstance(node.func, ast.Attribute) and node.func.attr == "check"))
 
 
+def _bound_in(fn) -> set[str]:
+    """Names local to a function or lambda: its parameters and what its own body assigns."""
+    a = fn.args
+    bound = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+    bound |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    if not isinstance(fn, ast.Lambda):
+        globals_ = {n for st in ast.walk(fn) if isinstance(st, (ast.Global, ast.Nonlocal)) for n in st.names}
+        for st in fn.body:
+            bound |= _stores(st)
+        bound -= globals_
+    return bound
+
+
 def _loads(node) -> list[ast.Name]:
-    """Names read by ``node``, outside ``check(...)`` calls (which accept an unanswered ``...``)."""
+    """Names ``node`` reads from the notebook's global scope, outside ``check(...)`` calls (which accept an
+    unanswered ``...``); names local to a function, lambda or comprehension are not counted."""
     out = []
-    stack = [node]
+    stack = [(node, frozenset())]
     while stack:
-        n = stack.pop()
+        n, local = stack.pop()
         if _is_check_call(n):
             continue
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            inner = local | _bound_in(n)
+            if not isinstance(n, ast.Lambda):  # decorators and defaults run in the enclosing scope
+                stack.extend((d, local) for d in n.decorator_list)
+            stack.extend((d, local) for d in n.args.defaults + [d for d in n.args.kw_defaults if d is not None])
+            body = n.body if isinstance(n.body, list) else [n.body]
+            stack.extend((b, inner) for b in body)
+            continue
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}
+            inner = local | targets
+            stack.append((n.generators[0].iter, local))  # the first iterable is evaluated outside
+            for i, g in enumerate(n.generators):
+                if i:
+                    stack.append((g.iter, inner))
+                stack.extend((c, inner) for c in g.ifs)
+            elts = [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]
+            stack.extend((e, inner) for e in elts)
+            continue
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-            out.append(n)
-        stack.extend(ast.iter_child_nodes(n))
+            if n.id not in local:
+                out.append(n)
+            continue
+        stack.extend((c, local) for c in ast.iter_child_nodes(n))
     return out
+
+
+def _later_reads(sources: list[str]) -> set[str]:
+    """Global names read anywhere in these code sources (each parsed on its own; unparsable ones: any identifier)."""
+    names: set[str] = set()
+    for src in sources:
+        if src.lstrip().startswith("%%"):
+            continue
+        try:
+            names |= {n.id for n in _loads(ast.parse(_as_python(src)))} | _check_args(src)
+        except SyntaxError:
+            names |= set(re.findall(r"[A-Za-z_]\w*", src))
+    return names
+
+
+def _check_args(src: str) -> set[str]:
+    """Names passed to ``check(...)`` (excluded by ``_loads``, but they are what the exercise reads)."""
+    try:
+        tree = ast.parse(_as_python(src))
+    except SyntaxError:
+        return set()
+    return {n.id for c in ast.walk(tree) if _is_check_call(c) for n in ast.walk(c)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def _stores(node) -> set[str]:

@@ -323,3 +323,16 @@ def test_student_copy_from_prebuilt(tmp_path, capsys):
     assert (tmp_path / "home" / "01_tiny.ipynb").read_bytes() == (tmp_path / "built" / "01_tiny.ipynb").read_bytes()
     assert grading.main(["copy", str(tmp_path / "home2"), "--prebuilt", str(tmp_path / "nothing")]) == 2
     assert "labkit student build --out" in capsys.readouterr().err
+
+
+def test_only_answers_read_later_become_blanks():
+    nb = _nb([
+        ("code", "from labkit.exercises import check\nitems = [1, 2, 3]"),
+        ("code", "### BEGIN SOLUTION\ntotal = n = 0\nfor x in items:\n    total += x; n += 1\nmean = total / n\n"
+                 "### END SOLUTION\ncheck('e1', mean, expected=2)"),
+        ("code", "print([x * 2 for x in items])\nprint(sorted(items, key=lambda n: -n))"),  # x, n: local names
+    ])
+    student, rep = grading.student_notebook(nb, "lab.ipynb")
+    assert rep.answers == ["mean"]
+    assert "mean = ...  # YOUR ANSWER HERE" in student.cells[1].source and "total" not in student.cells[1].source
+    assert grading.unanswered_uses(student, "lab.ipynb") == []
