@@ -13,8 +13,10 @@ The committed labs are the instructor version. Exercise cells use nbgrader's mar
 
 A student version replaces every solution region by ``NAME = ...  # YOUR ANSWER HERE`` for each name the region
 assigned (read with ``ast``, so tuple unpacking, augmented and annotated assignments, ``def``/``class``/``import``
-all count), removes the hidden-test regions, and clears outputs and execution counts. ``check`` treats ``...`` as
-"not answered yet", so "Run all" on a student version runs to the end without an error.
+and assignments inside ``with``/``if``/``for`` blocks count) and that the notebook reads afterwards (so the helper
+variables of a worked solution do not become blanks), removes the hidden-test regions, and clears outputs and
+execution counts. ``check`` treats ``...`` as "not answered yet", so "Run all" on a student version runs to the end
+without an error, provided no later cell *uses* an answer outside ``check`` (``labkit student check`` finds those).
 
 Commands::
 
@@ -23,9 +25,11 @@ Commands::
                                                                    never overwriting their edits (like ``labkit labs copy``)
     labkit student nbgrader COURSE_DIR [--src DIR] [--points N]    an nbgrader ``source/`` tree (cell metadata added)
                                                                    for ``nbgrader generate_assignment`` / ``autograde``
-    labkit student check [--src DIR] [NOTEBOOK ...]                lint the markers of the instructor labs
+    labkit student check [--src DIR] [NOTEBOOK ...]                lint: markers, >= 3 exercises, answers used
+                                                                   before the learner wrote them
 
-Plain Python, no IPython import; ``nbformat`` reads and writes the notebooks.
+Plain Python; ``nbformat`` reads and writes the notebooks; IPython's input transformer (lazily imported) turns
+magics into Python for the lint.
 """
 from __future__ import annotations
 
@@ -194,7 +198,7 @@ def student_source(source: str, where: str = "cell", markdown: bool = False,
             out.append(f"{indent}pass  {ANSWER_HERE}\n")
     out.extend(lines[pos:])
     text = "".join(out)
-    if source.endswith("\n") is False and text.endswith("\n"):
+    if not source.endswith("\n") and text.endswith("\n"):
         text = text[:-1]
     return text, info
 
@@ -630,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--src", help="folder of instructor notebooks (default: labkit's labs)")
     g.add_argument("--points", type=float, default=1.0, help="points per exercise (default 1)")
     g.set_defaults(fn=_cmd_nbgrader)
-    k = sub.add_parser("check", help="lint the exercise markers of the instructor labs")
+    k = sub.add_parser("check", help="lint the instructor labs: markers, >= 3 exercises, answers used too early")
     k.add_argument("notebooks", nargs="*")
     k.add_argument("--src")
     k.set_defaults(fn=_cmd_check)
