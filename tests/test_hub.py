@@ -561,7 +561,7 @@ def readonly_models_copy(dest: Path, mode: str) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     if ZOO_DIR.is_dir():
         shutil.copytree(ZOO_DIR, dest, dirs_exist_ok=True)
-    else:  # the zoo is still being trained: a stand-in file, the permissions are what is tested
+    if not any(p.is_file() for p in dest.rglob("*")):  # the zoo is still being trained: the permissions are tested
         (dest / "README.txt").write_text("labkit zoo weights (stand-in: labkit/zoo/weights is not built yet)\n")
     owner = "65534" if mode == "caps" else "root"
     subprocess.run([str(ROOT / "deploy" / "readonly-models.sh"), str(dest), owner], check=True, timeout=60,
@@ -754,7 +754,7 @@ def test_models_are_read_only_to_students(classroom):
     code = textwrap.dedent("""
         import os, pathlib
         d = pathlib.Path(os.environ["LABKIT_MODELS_RO"])
-        files = [p for p in d.rglob("*") if p.is_file()]
+        files = sorted((p for p in d.rglob("*") if p.is_file()), key=lambda p: -p.stat().st_size)
         results = [str(len(files[0].read_bytes()) > 0)]           # readable
         for attempt in (lambda: (d / "new.bin").write_bytes(b"x"),  # no new files
                         lambda: open(files[0], "ab").close(),       # no edits
