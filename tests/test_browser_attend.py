@@ -26,6 +26,7 @@ def test_attention_widget_hover_and_views(lab_server, page):
         "%%attend --model minilm\nThe cat sat on the mat because it was tired.",
         "%%attend --model micro --view matrix\nMira Vell is a baker.",
         "%%generate --model micro --step --max-new-tokens 5\nMira",
+        "%%generate --model micro --max-new-tokens 8 --temperature 0\nMira Vell",
     ])
     (lab_server.root / "attend_browser.ipynb").write_text(json.dumps(nb))
     errors = []
@@ -75,4 +76,16 @@ def test_attention_widget_hover_and_views(lab_server, page):
     gen.locator(".lk-gen-tok").nth(2).click()
     assert "step 2" in gen.locator(".lk-gen-h").first.text_content()
     screenshot(page, "generate_step_view.png")
+
+    # a slider asks the kernel to re-sample: top-k 1 makes every step the model's top choice
+    gen.locator("input.lk-gen-top-k").evaluate(
+        "el => { el.value = '1'; el.dispatchEvent(new Event('input')); el.dispatchEvent(new Event('change')); }")
+    page.wait_for_function("() => document.querySelector('.lk-gen .lk-gen-summary').textContent.includes('top-k 1')",
+                           timeout=60_000)
+    assert "rank 0" in gen.locator(".lk-gen-h").first.text_content()
+
+    # the streamed cell ends with the result view (the streaming display is replaced, not left behind)
+    streamed = page.locator(".jp-Cell").nth(4)
+    streamed.locator(".labkit-generate-static, .lk-gen").first.wait_for(timeout=60_000)
+    assert "8 new tokens" in streamed.text_content()
     assert not [e for e in errors if "lk-" in e or "attention" in e or "generate" in e], errors
