@@ -209,22 +209,46 @@ def detect_injection(text: str, patterns=None) -> InjectionVerdict:
 SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]+\|>")
 
 
-def sanitize_observation(text: str) -> str:
-    """Defence for tool observations and retrieved documents: strip chat-format special tokens (so data cannot
-    fake a turn or a tool call) and drop the sentences that look like instructions."""
-    text = SPECIAL_TOKEN_RE.sub(" ", text or "")
-    sentences = re.split(r"(?<=[.!?])\s+|\n+", text)
-    kept = [s for s in sentences if s.strip() and not detect_injection(s).flagged]
-    dropped = len([s for s in sentences if s.strip()]) - len(kept)
+def sentences(text: str) -> list[str]:
+    """Split text into sentences, never inside double quotes (so a quoted payload stays with its instruction)."""
+    out, cur, quoted = [], [], False
+    for i, ch in enumerate(text):
+        cur.append(ch)
+        if ch == '"':
+            quoted = not quoted
+        nxt = text[i + 1] if i + 1 < len(text) else " "
+        if (ch in ".!?" and nxt.isspace() and not quoted) or ch == "\n":
+            out.append("".join(cur).strip())
+            cur = []
+    out.append("".join(cur).strip())
+    return [x for x in out if x]
+
+
+def sanitize_observation(text: str, note: bool = True) -> str:
+    """Defence for tool observations and retrieved documents: data that contains a chat-format control token
+    (``<|end|>``, ``<|assistant|>`` ...) is cut at the first one (it cannot fake a turn or a tool call), and
+    sentences that look like instructions are dropped. ``note``: say what was removed (for humans and logs)."""
+    text = text or ""
+    cut = SPECIAL_TOKEN_RE.search(text)
+    if cut:
+        text = text[:cut.start()]
+    parts = sentences(text)
+    kept = [x for x in parts if not detect_injection(x).flagged]
     out = " ".join(kept).strip()
-    if dropped:
-        out += f" [{dropped} instruction-like sentence(s) removed by the filter]"
+    if note and (cut or len(kept) < len(parts)):
+        what = []
+        if cut:
+            what.append("cut at a chat-control token")
+        if len(kept) < len(parts):
+            what.append(f"{len(parts) - len(kept)} instruction-like sentence(s) removed")
+        out += f" [filtered: {'; '.join(what)}]"
     return out.strip()
 
 
 def observation_filter(name: str, args: dict, text: str) -> str:
-    """``labkit.agent.run(..., observation_filter=...)`` hook built on :func:`sanitize_observation`."""
-    return sanitize_observation(text)
+    """``labkit.agent.run(..., observation_filter=...)`` hook built on :func:`sanitize_observation` (no note:
+    the model gets clean data; the trace shows what the tool really returned in the raw step)."""
+    return sanitize_observation(text, note=False)
 
 
 def _alnum(text: str) -> str:
@@ -398,6 +422,9 @@ def obedient_policy(messages: list[dict]) -> str:
         for name in list(w.people) + list(w.towns):
             if name in text:
                 return F.format_call("lookup", entity=name)
+        names = re.findall(r"(?<!^)(?<![.?!] )\b([A-Z][a-z]+(?: [A-Z][a-z]+)*)", text)
+        if names and "lookup" in system:
+            return F.format_call("lookup", entity=names[-1])
     return "I am not sure."
 
 

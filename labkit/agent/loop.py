@@ -105,6 +105,7 @@ def build_graph(model, tools: list, *, max_steps: int = 6, approve: bool = False
             t0 = time.perf_counter()
             approved = None
             error = False
+            raw = {}
             tool = by_name.get(name)
             if tool is None:
                 text = f"Error: unknown tool {name}. Tools: {', '.join(by_name) or 'none'}."
@@ -128,9 +129,10 @@ def build_graph(model, tools: list, *, max_steps: int = 6, approve: bool = False
                 if text.startswith("Error:"):
                     error = True
                 if observation_filter is not None:
-                    text = observation_filter(name, args, text)
+                    original, text = text, observation_filter(name, args, text)
+                    raw = {"unfiltered observation": original} if text != original else {}
             rec.add(Step("tool", name=name, args=args, observation=text, error=error, approved=approved,
-                         seconds=time.perf_counter() - t0))
+                         seconds=time.perf_counter() - t0, raw=raw))
             out.append(ToolMessage(text, tool_call_id=call["id"], name=name, status="error" if error else "success"))
         return {"messages": out}
 

@@ -138,27 +138,36 @@ def _retrieve(retriever, query: str, k: int) -> list[str]:
     return out
 
 
-def search_tool(retriever, k: int = 3, name: str = "search"):
-    """A ``search(query)`` tool over ``retriever`` (a RAG index, ``.search(query, k)``, or a LangChain retriever)."""
+def search_tool(retriever, k: int = 3, name: str = "search", arg: str | None = None):
+    """A ``search(query)`` tool over ``retriever`` (a RAG index, ``.search(query, k)``, or a LangChain retriever).
+
+    ``name``/``arg``: what the model calls it. tiny-chat only learned ``lookup(entity=...)``, so
+    ``search_tool(ix, name="lookup")`` (``arg`` then defaults to ``entity``) lets it use a RAG index.
+    """
+    from langchain_core.tools import StructuredTool
+    from pydantic import Field, create_model
+
     if retriever is None:
         retriever = _session_index()
     if retriever is None:
         raise LabkitUsageError("the search tool needs an index: build one with %%rag (or labkit.rag) and pass it "
                                "(--index NAME in %%agent, retriever=... in Python), or use the lookup tool")
     _retrieve(retriever, "test", 1)  # fail now, not in the middle of a run, if it is not a retriever
+    arg = arg or ("entity" if name == "lookup" else "query")
+    if not arg.isidentifier():
+        raise LabkitUsageError(f"the argument name must be a Python identifier, not {arg!r}")
 
-    def search(query: str) -> str:
-        """Search the document index and return the most relevant passages.
-
-        Args:
-            query: what to look for
-        """
-        passages = _retrieve(retriever, query, k)
+    def search(**kwargs) -> str:
+        passages = _retrieve(retriever, str(kwargs.get(arg, "")), k)
         if not passages:
             return "No results."
         return "\n".join(f"[{i + 1}] {p.strip()}" for i, p in enumerate(passages))
 
-    return _structured(search, name=name)
+    schema = create_model(f"{name}_args", **{arg: (str, Field(description="what to look for"))})
+    t = StructuredTool.from_function(search, name=name, args_schema=schema,
+                                     description="Search the document index and return the most relevant passages.")
+    t.metadata = {"dangerous": False, "labkit": True}
+    return t
 
 
 def _session_index(name: str = "default"):
