@@ -1,0 +1,65 @@
+"""Retrieval-augmented generation: documents -> chunks -> MiniLM + FAISS / BM25 / hybrid / reranked retrieval ->
+cited answers; a persistent index; the shipped knowledge base and QA set; measured retrieval quality.
+
+    >>> import labkit.rag as rag
+    >>> ix = rag.Index("recursive", size=400, overlap=60)
+    >>> ix.add("notes/*.md")                         # or rag.knowledge_base_index()
+    >>> ix.ask("Who is the mayor of Brellwick?", mode="hybrid", rerank=True)
+    >>> rag.evaluate(ix)                              # recall@k, MRR, nDCG per retriever; EM/F1 of answers
+
+``%%rag`` is the magic over this package; ``labkit rag ...`` the command line (``labkit.rag.cli``).
+Heavy libraries (faiss, bm25s, sentence-transformers, LangChain) are imported when first used.
+"""
+from __future__ import annotations
+
+from .chunking import METHODS as CHUNK_METHODS, Chunk, ChunkSettings, chunk_text
+from .ingest import IngestReport, SourceDoc
+from .index import MODES, Hit, Index, Retrieval
+
+__all__ = ["Index", "ChunkSettings", "Chunk", "chunk_text", "IngestReport", "SourceDoc", "Hit", "Retrieval",
+           "MODES", "CHUNK_METHODS", "ask", "search", "evaluate", "knowledge_base", "qa_set",
+           "knowledge_base_index", "multi_query", "contextualize", "RagResult", "RagResults"]
+
+
+def __getattr__(name):
+    if name in ("RagResult", "RagResults", "contextualize"):
+        from . import answer
+
+        return getattr(answer, name)
+    if name in ("evaluate", "EvalResult", "multi_query"):
+        from . import evaluate as ev
+
+        return getattr(ev, name if name != "evaluate" else "evaluate")
+    if name in ("knowledge_base", "qa_set", "knowledge_base_index", "KB_DIR"):
+        from . import kb
+
+        return getattr(kb, name)
+    raise AttributeError(name)
+
+
+_SESSION: dict[str, Index] = {}
+
+
+def session_index(name: str = "default") -> Index | None:
+    """The named index of this session (what ``%%rag --index NAME`` uses)."""
+    return _SESSION.get(name)
+
+
+def ask(question: str, index: Index | str = "default", **kwargs):
+    """Answer ``question`` from an index (an Index or a session name)."""
+    ix = _SESSION.get(index) if isinstance(index, str) else index
+    if ix is None:
+        from ..errors import LabkitUsageError
+
+        raise LabkitUsageError(f"no index named {index!r} in this session: build one with `%%rag --add PATH` "
+                               f"or `labkit.rag.Index().add(PATH)`")
+    return ix.ask(question, **kwargs)
+
+
+def search(question: str, index: Index | str = "default", **kwargs) -> Retrieval:
+    ix = _SESSION.get(index) if isinstance(index, str) else index
+    if ix is None:
+        from ..errors import LabkitUsageError
+
+        raise LabkitUsageError(f"no index named {index!r} in this session: build one with `%%rag --add PATH`")
+    return ix.search(question, **kwargs)
