@@ -25,7 +25,7 @@ def finetune(*args, **kwargs):
 
 
 def __getattr__(name):
-    if name in ("FinetuneResult", "METHODS", "generate", "score", "linear_module_names", "resolve_model"):
+    if name in ("FinetuneResult", "METHODS", "generate", "score", "linear_module_names", "resolve_model", "heldout_loss"):
         from . import engine
 
         return getattr(engine, name)

@@ -710,3 +710,45 @@ def _write_card(folder: Path, r: FinetuneResult) -> None:
         (folder / "README.md").write_text("\n".join(lines) + "\n")
     except OSError:
         pass
+
+
+def heldout_loss(model, tokenizer, data, batch: int = 16, max_length: int = 256) -> float:
+    """Mean loss per trained token on held-out data: the completion tokens of chat rows, every token of text rows.
+
+    ``data``: anything ``load_data`` reads (records, a path, text). Loss masked like the SFT trainer masks it.
+    """
+    import torch
+
+    ds = load_data(data, "lora")
+    seqs = []
+    for row in ds.rows:
+        if "text" in row:
+            ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"][:max_length]
+            seqs.append((ids, [1] * len(ids)))
+        else:
+            p = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+            f = tokenizer.apply_chat_template(row["prompt"] + row["completion"], return_dict=True)["input_ids"]
+            f = f[:max_length]
+            seqs.append((f, [0] * min(len(p), len(f)) + [1] * max(0, len(f) - len(p))))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(seqs), batch):
+            chunk = seqs[i:i + batch]
+            n = max(len(s) for s, _ in chunk)
+            ids = torch.tensor([s + [pad] * (n - len(s)) for s, _ in chunk], device=device)
+            att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s, _ in chunk], device=device)
+            lab = torch.tensor([[t if m else -100 for t, m in zip(s, mk)] + [-100] * (n - len(s)) for s, mk in chunk],
+                               device=device)
+            logits = model(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+            tgt = lab[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                    ignore_index=-100, reduction="sum")
+            total += float(nll)
+            count += int((tgt != -100).sum())
+    if was_training:
+        model.train()
+    return total / max(1, count)

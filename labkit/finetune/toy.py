@@ -54,17 +54,22 @@ def model_folder(folder, size: str = "micro", seed: int = 0) -> Path:
     return folder
 
 
-def zoo_or_toy(name: str = "tiny-chat", size: str = "tiny", seed: int = 0):
-    """``(model, tokenizer, real)``: the zoo model ``name`` when its weights are built, else a random toy model
-    of the same architecture (``real=False``, with a printed note) so a lab still runs end to end."""
+def zoo_or_toy(name: str | list = "tiny-chat", size: str = "tiny", seed: int = 0):
+    """``(model, tokenizer, name)``: the first zoo model of ``name`` (a name or a list of names, best first)
+    whose weights are built, else a random toy model of the same architecture (name ``None``, with a printed
+    note) so that a lab still runs end to end."""
     from .. import models
 
-    try:
-        lm = models.load(name)
-        return lm.model, lm.tokenizer, True
-    except Exception as exc:  # noqa: BLE001 - the zoo is not built on this machine
-        print(f"note: {name} is not available ({str(exc).splitlines()[0][:120]}); using a randomly initialised "
-              f"model of the same architecture instead, so the numbers below will not mean much. "
-              f"Build the zoo with `labkit zoo build`.")
-        m, tok = model(size, seed)
-        return m, tok, False
+    names = [name] if isinstance(name, str) else list(name)
+    for n in names:
+        try:
+            lm = models.load(n)
+        except Exception:  # noqa: BLE001 - not built on this machine
+            continue
+        if n != names[0]:
+            print(f"note: {names[0]} is not built here; using {n} instead (build the zoo: `labkit zoo build`).")
+        return lm.model, lm.tokenizer, n
+    print(f"note: {', '.join(names)} not available; using a randomly initialised model of the same architecture, "
+          f"so the numbers below will not mean much. Build the zoo with `labkit zoo build`.")
+    m, tok = model(size, seed)
+    return m, tok, None

@@ -19,7 +19,8 @@ examples:
   %%finetune --model tiny-chat --method grpo --reward arithmetic --data problems --steps 20 --out solver
   %%finetune --model tiny-chat --method lora --out my_lora --resume      (continue after a restart)""",
 )
-parser.add_argument("--model", default="tiny-base", help="model to train: tiny-base, tiny-chat, a run name, a folder or a hub id")
+parser.add_argument("--model", default="tiny-base", help="model to train: tiny-base, tiny-chat, a run name, a folder, a hub id, or a variable holding "
+                         "(model, tokenizer) or a loaded model")
 parser.add_argument("--method", default="lora", help="full, lora, qlora, dpo, grpo or reward (default lora)")
 parser.add_argument("--data", metavar="VAR|PATH", help="a variable (list of dicts, Dataset, text) or a .jsonl/.json/.txt file")
 parser.add_argument("--rank", type=int, default=8, help="LoRA rank (default 8)")
@@ -69,6 +70,10 @@ def run(args, body, shell):
     elif not args.resume:
         raise LabkitUsageError("%%finetune needs training data: JSON lines or text in the cell body, under the "
                                "magic line, or --data VAR|PATH. See `%%finetune --help`.")
+    model = args.model
+    value = _lookup(shell, model)
+    if value is not None:  # a variable: a model name, (model, tokenizer) or a loaded model
+        model = value
     reward = args.reward
     if reward not in ("arithmetic", "exact", "brevity"):
         fn = _lookup(shell, reward)
@@ -77,7 +82,7 @@ def run(args, body, shell):
                                    f"f(completions, **columns) -> list of floats defined in the notebook")
         reward = fn
     return finetune(
-        args.model, data, args.method, name=args.out, rank=args.rank, alpha=args.alpha, targets=args.targets,
+        model, data, args.method, name=args.out, rank=args.rank, alpha=args.alpha, targets=args.targets,
         lora=args.lora, steps=args.steps, epochs=args.epochs, lr=args.lr, batch=args.batch,
         grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, resume=args.resume,
         skip_bad=args.skip_bad, data_format=args.data_format, merge=args.merge, save_every=args.save_every,
