@@ -199,6 +199,23 @@ def train_skipgram(texts: Iterable[str], *, dim: int = 48, window: int = 3, nega
     opt = torch.optim.Adam(list(center_emb.parameters()) + list(context_emb.parameters()), lr=lr)
     n = len(centers_t)
     losses = []
+    # the model is tiny (vocabulary × dim × 2): one thread avoids synchronisation costs larger than the matmuls
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, contexts_t, noise_table,
+                              negatives, opt)
+    finally:
+        torch.set_num_threads(threads)
+    vectors = center_emb.weight.detach().numpy().astype(np.float32)
+    return StaticEmbeddings(vocab, vectors, [int(counts[w]) for w in vocab], losses, time.perf_counter() - t0, n)
+
+
+def _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, contexts_t, noise_table, negatives, opt):
+    """The skip-gram negative-sampling training loop; returns the mean loss of each epoch."""
+    import torch
+
+    losses = []
     for _ in range(epochs):
         order = torch.randperm(n, generator=g)
         total_loss, batches = 0.0, 0
@@ -217,8 +234,7 @@ def train_skipgram(texts: Iterable[str], *, dim: int = 48, window: int = 3, nega
             total_loss += float(loss.detach())
             batches += 1
         losses.append(total_loss / max(1, batches))
-    vectors = center_emb.weight.detach().numpy().astype(np.float32)
-    return StaticEmbeddings(vocab, vectors, [int(counts[w]) for w in vocab], losses, time.perf_counter() - t0, n)
+    return losses
 
 
 # ------------------------------------------------------------------------------------------------ contextual
