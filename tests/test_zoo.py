@@ -120,14 +120,19 @@ def test_micro_model_learns_from_the_recipe():
     from labkit.zoo.train import evaluate_loss, model_config, new_model, pack_pretrain, train
 
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a shared 2-core box, 2 OpenMP threads stall each other (10x slower)
     tok = load_tokenizer("tiny")
     corpus = Corpus(1)
     data = pack_pretrain(tok, corpus.pretrain_docs("train"), 150 * 16 * 128, seq_len=128)
     val = pack_pretrain(tok, corpus.pretrain_docs("val"), 16 * 128 * 4, seq_len=128)
     model = new_model(model_config("micro", tok), seed=0)
     before = evaluate_loss(model, val)
-    stats = train(model, data, steps=150, batch_size=16, lr=5e-3, warmup=15, log_every=0)
-    after = evaluate_loss(model, val)
+    try:
+        stats = train(model, data, steps=150, batch_size=16, lr=5e-3, warmup=15, log_every=0)
+        after = evaluate_loss(model, val)
+    finally:
+        torch.set_num_threads(threads)
     assert before > 7.5
     assert after < 3.6, f"held-out loss {after:.2f} after {stats.steps} steps ({stats.tokens_per_s:,.0f} tok/s)"
     assert math.isfinite(stats.tokens_per_s) and stats.mfu() > 0

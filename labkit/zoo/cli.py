@@ -18,6 +18,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="build only one stage (later stages read the earlier ones from --out)")
     b.add_argument("--pre-steps", type=int, default=None, help="pre-training steps (default: the recipe's)")
     b.add_argument("--sft-steps", type=int, default=None, help="fine-tuning steps (default: the recipe's)")
+    b.add_argument("--pre-minutes", type=float, default=None, help="pre-training wall-clock budget (default 18)")
+    b.add_argument("--sft-minutes", type=float, default=None, help="fine-tuning wall-clock budget (default 18)")
+    b.add_argument("--no-budget", action="store_true", help="run exactly the step counts (reproducible step for step)")
+    b.add_argument("--chat-from", choices=["tiny-base", "tiny-chat"], default="tiny-base",
+                   help="start fine-tuning from tiny-base (default) or continue the current tiny-chat")
+    b.add_argument("--sft-seed", type=int, default=None, help="a fresh stream of fine-tuning chats (for a 2nd round)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 2, or LABKIT_ZOO_THREADS; 1 is faster on a busy shared machine)")
     b.add_argument("--no-eval", action="store_true", help="skip the evaluation and model cards after building")
     e = sub.add_parser("eval", help="print the quality table on the held-out split (and update the model cards)")
     e.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the package's zoo/weights)")
@@ -47,7 +55,9 @@ def _build(args) -> int:
 
     out = args.out or WEIGHTS
     stages = ("tokenizer", "base", "chat") if args.stage == "all" else (args.stage,)
-    build(out, quick=args.quick, seed=args.seed, stages=stages, pre_steps=args.pre_steps, sft_steps=args.sft_steps)
+    build(out, quick=args.quick, seed=args.seed, stages=stages, pre_steps=args.pre_steps, sft_steps=args.sft_steps,
+          pre_minutes=args.pre_minutes, sft_minutes=args.sft_minutes, budget=not args.no_budget,
+          chat_from=args.chat_from, sft_seed=args.sft_seed, threads=args.threads)
     if not args.no_eval and not args.quick:
         return _eval(argparse.Namespace(dir=out, n=200, seed=args.seed, model="all", no_cards=False, json=False))
     return 0

@@ -366,15 +366,25 @@ class Corpus:
         return self._take(split, n, stream, self._lookup, lambda it: f"lookup:{it['entity']}|{it['attr']}")
 
     def _take(self, split, n, stream, make, key) -> list[dict]:
+        """``n`` items of ``split`` with distinct keys. When a small key space runs out (lookups: the world has
+        about 2,200 entity/attribute pairs), val/test return fewer items and train starts repeating."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}")
         r = _rng(self.seed, stream, split)
-        out, seen = [], set()
+        out: list[dict] = []
+        seen: set = set()
+        misses = 0
         while len(out) < n:
             it = make(r)
             k = key(it)
-            if k in seen or split_of(k) != split:
+            if split_of(k) != split or k in seen:
+                misses += 1
+                if misses > 5000:
+                    if split != "train":
+                        break
+                    seen.clear()
                 continue
+            misses = 0
             seen.add(k)
             out.append(it)
         return out

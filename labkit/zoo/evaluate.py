@@ -97,6 +97,8 @@ def eval_chat(model, tokenizer, n: int = 200, seed: int = 0, log=print) -> dict:
                     corpus.world, max_tool_calls=0)
     res["context_qa_em"] = sum(o["reply"] == it["answer"] for o, it in zip(outs, items)) / n
     res["context_qa_examples"] = [(it["question"], it["answer"], o["reply"]) for it, o in list(zip(items, outs))[:5]]
+    res["context_qa_errors"] = [(it["context"], it["question"], it["answer"], o["reply"])
+                                for it, o in zip(items, outs) if o["reply"] != it["answer"]][:20]
     log(f"context-QA exact match: {res['context_qa_em']:.1%}")
     # calculator with tools
     mul = corpus.multiplication("test", n, stream="eval-mul")
@@ -115,14 +117,16 @@ def eval_chat(model, tokenizer, n: int = 200, seed: int = 0, log=print) -> dict:
     lk = corpus.lookups("test", n, stream="eval-lookup")
     louts = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in lk], corpus.world)
     lvalid = [bool(o["calls"]) and F.is_valid_tool_call(o["calls"][0][0]) for o in louts]
+    nl = max(1, len(lk))  # the world has ~110 held-out entity/attribute pairs
+    res["n_lookup"] = len(lk)
     res["lookup_entity_correct"] = sum(bool(o["calls"]) and o["calls"][0][1] is not None
                                        and o["calls"][0][1][1].get("entity") == it["entity"]
-                                       for o, it in zip(louts, lk)) / n
-    res["lookup_correct"] = sum(it["answer"] in o["reply"] for o, it in zip(louts, lk)) / n
+                                       for o, it in zip(louts, lk)) / nl
+    res["lookup_correct"] = sum(it["answer"] in o["reply"] for o, it in zip(louts, lk)) / nl
     res["lookup_examples"] = [(it["question"], it["answer"], o["calls"][0][0] if o["calls"] else None, o["reply"])
                               for it, o in list(zip(lk, louts))[:3]]
     log(f"lookup answers: {res['lookup_correct']:.1%}")
-    res["tool_format_valid"] = (sum(valid) + sum(lvalid)) / (2 * n)
+    res["tool_format_valid"] = (sum(valid) + sum(lvalid)) / (n + len(lk))
     log(f"tool-call format valid: {res['tool_format_valid']:.1%}")
     # no tools
     outs = run_chat(model, tokenizer, [[{"role": "system", "content": F.NO_TOOLS_SYSTEM},

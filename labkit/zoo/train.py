@@ -74,14 +74,22 @@ def pack_pretrain(tokenizer, docs: Iterator[str], n_tokens: int, seq_len: int = 
     return torch.tensor(rows, dtype=torch.long)
 
 
-def tokenize_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids of a rendered chat and a parallel mask: 1 on what the assistant writes (its content and <|end|>)."""
+def _chat_pieces(messages: list[dict]) -> tuple[list[str], list[int]]:
     pieces, train = [F.EOT], [0]
     for m in messages:
         content = F._content(m)
         sep = "" if content.startswith(F.CALL) else " "
         pieces += [F.ROLE_TOKENS[m["role"]], sep + content + F.END, "\n"]
         train += [0, int(m["role"] == "assistant"), 0]
+    return pieces, train
+
+
+def tokenize_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered chat and a parallel mask: 1 on what the assistant writes (its content and <|end|>).
+
+    Each piece starts at a special token or a turn boundary, so tokenizing pieces one by one gives the same ids
+    as tokenizing the whole rendered chat."""
+    pieces, train = _chat_pieces(messages)
     enc = tokenizer(pieces, add_special_tokens=False)["input_ids"]
     ids, mask = [], []
     for piece_ids, t in zip(enc, train):
@@ -90,7 +98,7 @@ def tokenize_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]
     return ids, mask
 
 
-def pack_sft(tokenizer, examples: Iterable[list[dict]], seq_len: int = 256):
+def pack_sft(tokenizer, examples: Iterable[list[dict]], seq_len: int = 256, chunk: int = 512):
     """Pack whole chat examples into rows (padding the rest); labels are -100 except on assistant tokens.
 
     Returns (input_ids, labels) LongTensors of shape (rows, seq_len)."""
@@ -100,16 +108,30 @@ def pack_sft(tokenizer, examples: Iterable[list[dict]], seq_len: int = 256):
     rows_ids, rows_lab = [], []
     cur_ids: list[int] = []
     cur_lab: list[int] = []
-    for msgs in examples:
-        ids, mask = tokenize_chat(tokenizer, msgs)
-        ids, mask = ids[:seq_len], mask[:seq_len]
-        lab = [i if m else -100 for i, m in zip(ids, mask)]
-        if len(cur_ids) + len(ids) > seq_len:
-            rows_ids.append(cur_ids + [pad] * (seq_len - len(cur_ids)))
-            rows_lab.append(cur_lab + [-100] * (seq_len - len(cur_lab)))
-            cur_ids, cur_lab = [], []
-        cur_ids += ids
-        cur_lab += lab
+    examples = list(examples)
+    for start in range(0, len(examples), chunk):
+        pieces, owners, train = [], [], []
+        for j, msgs in enumerate(examples[start:start + chunk]):
+            p, t = _chat_pieces(msgs)
+            pieces += p
+            train += t
+            owners += [j] * len(p)
+        enc = tokenizer(pieces, add_special_tokens=False)["input_ids"]
+        per: list[tuple[list[int], list[int]]] = []
+        for piece_ids, t, j in zip(enc, train, owners):
+            if j == len(per):
+                per.append(([], []))
+            per[j][0].extend(piece_ids)
+            per[j][1].extend([t] * len(piece_ids))
+        for ids, mask in per:
+            ids, mask = ids[:seq_len], mask[:seq_len]
+            lab = [i if m else -100 for i, m in zip(ids, mask)]
+            if len(cur_ids) + len(ids) > seq_len:
+                rows_ids.append(cur_ids + [pad] * (seq_len - len(cur_ids)))
+                rows_lab.append(cur_lab + [-100] * (seq_len - len(cur_lab)))
+                cur_ids, cur_lab = [], []
+            cur_ids += ids
+            cur_lab += lab
     if cur_ids:
         rows_ids.append(cur_ids + [pad] * (seq_len - len(cur_ids)))
         rows_lab.append(cur_lab + [-100] * (seq_len - len(cur_lab)))
