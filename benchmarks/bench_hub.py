@@ -85,9 +85,10 @@ def measure_lab(hub: LoopbackHub, name: str, token: str, lab: str, timeout: floa
         row["first_result_s"] = round((kernel.first_output_at or time.perf_counter()) - t0, 2)
         row["cpu_s"] = round(tree_cpu_seconds(pid), 1)
         bad = [r for r in runs if r.status != "ok"]
-        row["status"] = "ok" if not bad else f"error in cell {len(runs)}: {bad[0].ename}: {bad[0].evalue[:80]}"
+        evalue = " ".join(bad[0].evalue.split())[:80] if bad else ""
+        row["status"] = "ok" if not bad else f"error in cell {len(runs)}: {bad[0].ename}: {evalue}"
     except Exception as exc:  # a lab still being written: record it and go on
-        row["status"] = f"failed: {type(exc).__name__}: {str(exc)[:100]}"
+        row["status"] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
     finally:
         sampler.stop()
         if kernel is not None:
