@@ -15,6 +15,7 @@ from __future__ import annotations
 from .chunking import METHODS as CHUNK_METHODS, Chunk, ChunkSettings, chunk_text
 from .ingest import IngestReport, SourceDoc
 from .index import MODES, Hit, Index, Retrieval
+from .evaluate import EvalResult, evaluate, multi_query  # noqa: E402  (after .index: the function, not the module)
 
 __all__ = ["Index", "ChunkSettings", "Chunk", "chunk_text", "IngestReport", "SourceDoc", "Hit", "Retrieval",
            "MODES", "CHUNK_METHODS", "ask", "search", "evaluate", "knowledge_base", "qa_set",
@@ -26,10 +27,6 @@ def __getattr__(name):
         from . import answer
 
         return getattr(answer, name)
-    if name in ("evaluate", "EvalResult", "multi_query"):
-        from . import evaluate as ev
-
-        return getattr(ev, name if name != "evaluate" else "evaluate")
     if name in ("knowledge_base", "qa_set", "knowledge_base_index", "KB_DIR"):
         from . import kb
 

@@ -62,6 +62,16 @@ class Encoder:
         self.max_tokens = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
         self.calls = 0  # texts embedded so far (tests check that updates embed only what changed)
+        self._queries: dict[str, np.ndarray] = {}  # query text -> vector (questions repeat in labs and evals)
+
+    def queries(self, texts: list[str]) -> np.ndarray:
+        """Query vectors, batched, cached by text."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._queries))
+        if missing:
+            if len(self._queries) > 50_000:
+                self._queries.clear()
+            self._queries.update(zip(missing, self.encode(missing)))
+        return np.stack([self._queries[t] for t in texts])
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
@@ -419,7 +429,7 @@ class Index:
         elif rerank:
             qvec, (qtok,) = enc.encode_both([q_for_encoder])
         else:
-            qvec, qtok = enc.encode([q_for_encoder]), None
+            qvec, qtok = enc.queries([q_for_encoder]), None
         qvec = np.asarray(qvec, dtype=np.float32).reshape(1, -1)
         dense = self.dense(q_for_encoder, depth, qvec)
         sparse = self.bm25(question, depth)
