@@ -349,3 +349,25 @@ def test_merging_linear_slerp_ties():
     assert m.weight[1, 1].item() == pytest.approx(base.weight[1, 1].item(), abs=1e-6)
     with pytest.raises(LabkitUsageError, match="architecture"):
         merging.linear([base, torch.nn.Linear(3, 3)])
+
+
+def test_heldout_loss_and_step_cost(toy, chats):
+    import math
+
+    import torch
+
+    from labkit.finetune import heldout_loss, measure
+
+    model, tok, _ = toy
+    loss = heldout_loss(model, tok, chats[:4])
+    assert abs(loss - math.log(len(tok))) < 1.0  # a random model is close to the uniform guess
+    assert heldout_loss(model, tok, [{"text": "Once upon a time"}]) > 0
+    x = torch.randint(0, len(tok), (4, 16))
+    plain = measure.step_cost(model, x, steps=1)
+    accum = measure.step_cost(model, x, grad_accum=2, steps=1)
+    ckpt = measure.step_cost(model, x, checkpointing=True, steps=1)
+    assert accum.activation_bytes < 0.7 * plain.activation_bytes
+    assert ckpt.activation_bytes < plain.activation_bytes
+    assert accum.grad_norm == pytest.approx(plain.grad_norm, rel=1e-4)  # the same gradient
+    a, b = measure.fit_power_law([10, 100, 1000], [4.0 * 10 ** -0.2, 4.0 * 100 ** -0.2, 4.0 * 1000 ** -0.2])
+    assert a == pytest.approx(4.0) and b == pytest.approx(0.2)

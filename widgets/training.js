@@ -74,6 +74,24 @@ function drawPlot(canvas, runs, key, title) {
   g.globalAlpha = 1;
 }
 
+// While a cell trains, the kernel does not read widget messages until the cell ends, so the Stop button also
+// asks the Jupyter server to interrupt the kernel: labkit turns that interrupt into "stop after this step and
+// keep a checkpoint". (When the kernel is idle, e.g. a background run, the stop_requested message does it.)
+function interruptKernel(kernelId) {
+  if (!kernelId || typeof fetch !== "function") return;
+  let baseUrl = "/", token = "";
+  try {
+    const cfg = JSON.parse(document.getElementById("jupyter-config-data").textContent);
+    baseUrl = cfg.baseUrl || "/"; token = cfg.token || "";
+  } catch (e) { /* not JupyterLab/Notebook: only the widget message is sent */ }
+  const xsrf = (document.cookie.match(/(?:^|; )_xsrf=([^;]*)/) || [])[1];
+  const headers = {};
+  if (xsrf) headers["X-XSRFToken"] = decodeURIComponent(xsrf);
+  if (token) headers["Authorization"] = "token " + token;
+  fetch(`${baseUrl.replace(/\/?$/, "/")}api/kernels/${kernelId}/interrupt`, { method: "POST", headers, credentials: "same-origin" })
+    .catch(() => {});
+}
+
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "lk-train";
@@ -86,6 +104,7 @@ function render({ model, el }) {
   stop.addEventListener("click", () => {
     model.set("stop_requested", true); model.save_changes();
     stop.disabled = true; stop.textContent = "stopping…";
+    interruptKernel(model.get("kernel_id"));
   });
   head.append(state, stats, stop);
   const plots = document.createElement("div"); plots.className = "lk-plots";

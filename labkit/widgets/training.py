@@ -30,6 +30,20 @@ def encode_run(curve, color: str, current: bool) -> dict:
     }
 
 
+def current_kernel_id() -> str:
+    """The Jupyter kernel id of this process ('' outside a kernel), from its connection file name."""
+    try:
+        import os
+        import re
+
+        from ipykernel import get_connection_file
+
+        m = re.match(r"kernel-(.+)\.json$", os.path.basename(get_connection_file()))
+        return m.group(1) if m else ""
+    except Exception:  # noqa: BLE001 - not in a kernel
+        return ""
+
+
 class TrainingWidget(anywidget.AnyWidget):
     _esm = asset("training.js")
     _css = asset("training.css")
@@ -37,8 +51,10 @@ class TrainingWidget(anywidget.AnyWidget):
     runs = traitlets.List(traitlets.Dict()).tag(sync=True)
     status = traitlets.Dict().tag(sync=True)
     stop_requested = traitlets.Bool(False).tag(sync=True)
+    kernel_id = traitlets.Unicode("").tag(sync=True)  # lets the Stop button interrupt a busy kernel (see the JS)
 
     def __init__(self, curves=(), **kwargs):
+        kwargs.setdefault("kernel_id", current_kernel_id())
         super().__init__(**kwargs)
         self._curves = list(curves)
         self.refresh()
