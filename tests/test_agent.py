@@ -519,3 +519,19 @@ def test_eval_scores_an_oracle_and_a_guesser():
     assert "with tools" in repr(res)
     assert is_correct("The answer is 29,842.", "29842") and not is_correct("298420", "29842")
     assert is_correct("She is a baker.", "baker") and not is_correct("bakery", "baker")
+
+
+# ------------------------------------------------------------------------------------------ the real tiny-chat
+@pytest.mark.slow
+def test_tiny_chat_uses_the_calculator_and_copies_the_result():
+    from labkit import models
+
+    try:
+        models.load("tiny-chat")
+    except Exception as exc:  # pragma: no cover - weights not built on this machine
+        pytest.skip(f"tiny-chat not available: {exc}")
+    r = A.run("What is 347 times 86?", model=ZooChatModel(model_name="tiny-chat", max_new_tokens=40),
+              tools="calculator,lookup", max_steps=3)
+    assert r.tool_steps and r.tool_steps[0].name == "calculator"
+    assert r.tool_steps[0].observation == "29842"
+    assert r.answer and "29842" in r.answer

@@ -45,18 +45,23 @@ def test_trace_widget_and_approval_buttons(page, lab_server):
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
                            timeout=120_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    print("kernel idle; running all cells", flush=True)
+    # do not await the command: it resolves only when every cell has run, and one waits for our click
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     trace = page.locator(".lk-trace").first
     trace.wait_for(timeout=120_000)
     approve = trace.locator("button.lk-approve")
-    approve.wait_for(timeout=60_000)
+    approve.wait_for(timeout=120_000)
+    print("approval requested", flush=True)
     assert "launch" in trace.locator(".lk-approval").inner_text()
     screenshot(page, "agent-approval.png")
-    approve.click()  # first call: approved
-    page.wait_for_timeout(500)
-    reject = trace.locator("button.lk-reject")
-    reject.wait_for(timeout=60_000)
+    approve.click()  # first call: approved; the kernel, waiting in jupyter_ui_poll, receives the click
+    trace.locator(".lk-step", has_text="launched kite").wait_for(timeout=120_000)
+    print("the kernel received the approval", flush=True)
+    reject = trace.locator("button.lk-reject:not([disabled])")
+    reject.wait_for(timeout=120_000)
     reject.click()  # second call: rejected
+    print("clicked approve and reject", flush=True)
     trace.locator(".lk-answer").wait_for(timeout=60_000)
     steps = trace.locator(".lk-step")
     assert steps.count() == 5

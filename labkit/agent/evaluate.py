@@ -25,8 +25,10 @@ def eval_tasks(n: int = 120, seed: int = 0, kinds=("arithmetic", "lookup")) -> l
         raise LabkitUsageError(f"unknown task kind(s) {unknown}; use arithmetic and/or lookup")
     c = Corpus(seed=seed)
     counts = [n // len(kinds) + (1 if i < n % len(kinds) else 0) for i in range(len(kinds))]
-    tasks = []
+    groups = []
     for kind, k in zip(kinds, counts):
+        tasks = []
+        groups.append(tasks)
         if kind == "arithmetic":
             for it in c.multiplication("test", k, stream="agent-eval-mul"):
                 tasks.append({"kind": kind, "question": it["question"], "answer": it["answer"], "tool": "calculator",
@@ -35,7 +37,11 @@ def eval_tasks(n: int = 120, seed: int = 0, kinds=("arithmetic", "lookup")) -> l
             for it in c.lookups("test", k, stream="agent-eval-lookup"):
                 tasks.append({"kind": kind, "question": it["question"], "answer": it["answer"], "tool": "lookup",
                               "entity": it["entity"], "key": f"lookup:{it['entity']}|{it['attr']}"})
-    return tasks
+    # interleaved (a partial run, and any prefix such as eval_tasks(120)[:10], covers every kind)
+    out = []
+    for i in range(max(counts)):
+        out.extend(g[i] for g in groups if i < len(g))
+    return out
 
 
 def is_correct(answer: str | None, expected: str) -> bool:
