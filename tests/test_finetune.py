@@ -371,3 +371,28 @@ def test_heldout_loss_and_step_cost(toy, chats):
     assert accum.grad_norm == pytest.approx(plain.grad_norm, rel=1e-4)  # the same gradient
     a, b = measure.fit_power_law([10, 100, 1000], [4.0 * 10 ** -0.2, 4.0 * 100 ** -0.2, 4.0 * 1000 ** -0.2])
     assert a == pytest.approx(4.0) and b == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_kernel_interrupt_stops_cleanly_with_a_checkpoint(toy, chats):
+    import signal
+
+    from labkit.finetune import finetune
+    from labkit.finetune.callbacks import StopSignal
+
+    model, tok, _ = toy
+
+    class InterruptDuringStep2(StopSignal):  # what the Stop button does in a busy kernel: SIGINT via the server
+        calls = 0
+
+        def is_set(self):
+            self.calls += 1
+            if self.calls == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().is_set()
+
+    r = finetune(model, chats, "lora", tokenizer=tok, steps=5, batch=4, name="t_sigint", show=False,
+                 stop=InterruptDuringStep2())
+    assert r.stopped and r.step in (2, 3) and "interrupted" in r.stop_reason
+    assert r.checkpoint is not None and r.checkpoint.name == f"checkpoint-{r.step}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again

@@ -402,8 +402,8 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
         raise LabkitUsageError("give --steps or --epochs, not both")
     use_peft = method in PEFT_METHODS or (lora and method in ("dpo", "grpo", "reward"))
     alpha = alpha if alpha is not None else 2 * rank
-    lr = lr if lr is not None else (DEFAULT_LR["lora"] / 10 if method in ("dpo", "grpo") and use_peft and False
-                                    else DEFAULT_LR[method] * (10 if use_peft and method in ("dpo", "grpo", "reward") else 1))
+    if lr is None:  # adapters need a larger learning rate than full weights
+        lr = DEFAULT_LR[method] * (10 if use_peft and method in ("dpo", "grpo", "reward") else 1)
     if method == "grpo" and batch % num_generations:
         raise LabkitUsageError(f"GRPO samples num_generations={num_generations} replies per prompt: batch ({batch}) "
                                f"must be a multiple of it (e.g. --batch {num_generations * max(1, batch // num_generations)})")
