@@ -42,7 +42,7 @@ def _log_to(path: Path | None):
 def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "base", "chat"),
           pre_steps: int | None = None, sft_steps: int | None = None, max_minutes: float = 60.0,
           budget: bool = True, threads: int | None = None, chat_from: str = "tiny-base",
-          sft_seed: int | None = None, chat_mix: dict | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
+          sft_seed: int | None = None, chat_mix: dict | None = None, sft_lr: float | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
           log_file: Path | None = None) -> dict:
     """Regenerate the zoo under ``out`` (``tokenizer/``, ``tiny-base/``, ``tiny-chat/``). Returns the stats."""
     import torch
@@ -60,6 +60,8 @@ def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stag
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     R = dict(RECIPES["quick" if quick else "full"])
+    if sft_lr is not None:
+        R["sft_lr"] = sft_lr
     if pre_minutes is not None:
         R["pre_minutes"] = pre_minutes
     if sft_minutes is not None:
@@ -153,6 +155,15 @@ def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stag
 #: the mix of the second fine-tuning round of the shipped tiny-chat (more context QA: copying multi-token names
 #: is the skill that takes longest to learn)
 ROUND2_MIX = {"cqa": 0.62, "calc": 0.08, "addsub": 0.03, "calc_notool": 0.04, "lookup": 0.15, "instruction": 0.08}
+
+
+ROUND3_MIX = {"cqa": 0.75, "calc": 0.05, "addsub": 0.02, "calc_notool": 0.03, "lookup": 0.10, "instruction": 0.05}
+#: how the shipped tiny-chat was made: build(stages=("chat",), chat_from=..., sft_seed=..., chat_mix=..., ...)
+SHIPPED_CHAT_ROUNDS = [
+    dict(chat_from="tiny-base", sft_seed=None, chat_mix=None, sft_minutes=18.0),
+    dict(chat_from="tiny-chat", sft_seed=1, chat_mix=ROUND2_MIX, sft_minutes=15.0),
+    dict(chat_from="tiny-chat", sft_seed=2, chat_mix=ROUND3_MIX, sft_minutes=11.0, sft_lr=6e-4),
+]
 
 
 def _load_json(path: Path) -> dict:

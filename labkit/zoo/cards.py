@@ -96,7 +96,11 @@ def write_cards(folder: Path) -> None:
             f"- parameters: {t.get('parameters', 0):,} ({_size(chat)})",
             f"- architecture: {_arch(_config(chat))}", "",
             FORMAT_NOTE, "", "## Training", "", *_train_lines(t),
-            f"- {t.get('examples', 0):,} training chats packed whole into rows", "",
+            f"- {t.get('examples', 0):,} training chats packed whole into rows (last round)",
+            *[f"- earlier round {i + 1}: {r.get('steps', 0):,} steps, {r.get('tokens', 0):,} tokens, "
+              f"{r.get('seconds', 0) / 60:.1f} min, peak learning rate {r.get('lr')}, chat stream `{r.get('stream')}`"
+              for i, r in enumerate(t.get("previous_rounds", []))],
+            f"- this round: started from `{t.get('init', 'tiny-base')}`, chat stream `{t.get('stream', 'chat')}`", "",
             "## Evaluation (held-out test split, `labkit zoo eval`)", "",
         ]
         if e:
@@ -108,7 +112,8 @@ def write_cards(folder: Path) -> None:
                 f"| multi-digit multiplication, no tool | {e['calc_no_tool']:.1%} | reported |",
                 f"| lookup tool: answer contains the fact | {e['lookup_correct']:.1%} | reported |",
                 f"| lookup tool: right entity in the call | {e['lookup_entity_correct']:.1%} | reported |", "",
-                f"{e['n']} held-out items per task, greedy decoding. The harness runs each tool call and feeds the "
+                f"{e['n']} held-out items per task ({e.get('n_lookup', e['n'])} for lookup: all the world's held-out "
+                "entity/attribute pairs), greedy decoding. The harness runs each tool call and feeds the "
                 "observation back as a `tool` message (`labkit.zoo.evaluate.run_chat`).", "",
             ]
         else:
