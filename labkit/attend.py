@@ -297,10 +297,10 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
     if pair:
         a, b = split_pair(text)
         enc = tok(a, b, return_tensors="pt", truncation="longest_first", max_length=limit)
-        n_full = len(tok(a, b)["input_ids"])
+        n_full = len(tok(a, b, verbose=False)["input_ids"])
     else:
         enc = tok(text, return_tensors="pt", truncation=True, max_length=limit)
-        n_full = len(tok(text)["input_ids"])
+        n_full = len(tok(text, verbose=False)["input_ids"])  # the whole length, for the notice
     if n_full > enc["input_ids"].shape[1]:
         notes.append(f"the text has {n_full:,} tokens but {lm.name} reads at most {limit:,}: truncated to the "
                      f"first {enc['input_ids'].shape[1]:,}")
