@@ -84,7 +84,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="128 tokens only")
     ap.add_argument("--repeat", type=int, default=3, help="labkit runs per size (median)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for both tools (default 1: on a shared, busy machine extra threads spin "
+                         "against other processes and the forward pass gets many times slower)")
     args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     from labkit.models import load
 
     tok = load("minilm").tokenizer
@@ -110,8 +116,8 @@ def main(argv=None) -> int:
               f"{ls:.2f} | {bb / 1e6:.1f} MB | {bs:.2f} | {bb / lb:.0f}× | {bs / ls:.1f}× | {f16 / 1e6:.1f} MB | "
               f"{pl / 1e6:.2f} MB | {fw:.2f} |")
     print()
-    print(f"(load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; times scale with it, the forward "
-          f"pass is the floor both tools share)")
+    print(f"(load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {torch.get_num_threads()} torch "
+          f"thread(s); times scale with the load, the forward pass is the floor both tools share)")
     for n, nt, view, lb, ls, bb, bs, f16, pl, al, fw in rows:
         if n == 128:
             print(f"target ≥ 20× fewer bytes at 128 tokens: {bb / lb:.0f}× → {'PASS' if bb / lb >= 20 else 'FAIL'}")
