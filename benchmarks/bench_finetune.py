@@ -168,6 +168,7 @@ def main(argv=None):
     ap.add_argument("--model", default="tiny-base", help="zoo name, or 'toy' for a random tiny model")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--mem-steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--only", choices=["throughput", "memory"])
     args = ap.parse_args(argv)
