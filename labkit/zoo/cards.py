@@ -34,7 +34,7 @@ def _train_lines(t: dict) -> list[str]:
     host = t.get("host", {})
     return [
         f"- steps: {t.get('steps'):,} of batch {t['batch'][0]} x {t['batch'][1]} tokens = {t.get('tokens'):,} tokens",
-        f"- wall-clock: {t.get('seconds', 0) / 60:.1f} min on {host.get('threads', '?')} CPU threads "
+        f"- wall-clock: {t.get('seconds', 0) / 60:.1f} min on {host.get('threads', '?')} CPU thread(s) "
         f"(torch {host.get('torch', '?')}), shared with other jobs",
         f"- throughput: {t.get('tokens_per_s', 0):,.0f} tokens/s, model-FLOPs utilisation "
         f"{t.get('mfu_vs_170gflops', 0):.0%} of the measured 170 GFLOP/s fp32 matmul peak (6 x parameters x tokens)",
@@ -98,9 +98,13 @@ def write_cards(folder: Path) -> None:
             FORMAT_NOTE, "", "## Training", "", *_train_lines(t),
             f"- {t.get('examples', 0):,} training chats packed whole into rows (last round)",
             *[f"- earlier round {i + 1}: {r.get('steps', 0):,} steps, {r.get('tokens', 0):,} tokens, "
-              f"{r.get('seconds', 0) / 60:.1f} min, peak learning rate {r.get('lr')}, chat stream `{r.get('stream')}`"
+              f"{r.get('seconds', 0) / 60:.1f} min, peak learning rate {r.get('lr')}, chat stream `{r.get('stream') or 'chat'}`"
               for i, r in enumerate(t.get("previous_rounds", []))],
-            f"- this round: started from `{t.get('init', 'tiny-base')}`, chat stream `{t.get('stream', 'chat')}`", "",
+            f"- this round: started from `{t.get('init', 'tiny-base')}`, chat stream `{t.get('stream', 'chat')}`",
+            f"- all fine-tuning rounds together: "
+            f"{(t.get('seconds', 0) + sum(r.get('seconds', 0) for r in t.get('previous_rounds', []))) / 60:.1f} min, "
+            f"{t.get('tokens', 0) + sum(r.get('tokens', 0) for r in t.get('previous_rounds', [])):,} tokens "
+            "(recipe: `labkit.zoo.build.SHIPPED_CHAT_ROUNDS`)", "",
             "## Evaluation (held-out test split, `labkit zoo eval`)", "",
         ]
         if e:

@@ -10,7 +10,7 @@ from pathlib import Path
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labkit zoo", description="Build and evaluate labkit's offline model zoo.")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="regenerate corpus, tokenizer and weights from seeds (about 35 min on 2 cores)")
+    b = sub.add_parser("build", help="regenerate corpus, tokenizer and weights from seeds (about 65 min on 2 cores)")
     b.add_argument("--out", type=Path, default=None, help="target folder (default: the package's zoo/weights)")
     b.add_argument("--quick", action="store_true", help="a micro model in about a minute (for tests; not shipped)")
     b.add_argument("--seed", type=int, default=0)
@@ -55,9 +55,20 @@ def _build(args) -> int:
 
     out = args.out or WEIGHTS
     stages = ("tokenizer", "base", "chat") if args.stage == "all" else (args.stage,)
-    build(out, quick=args.quick, seed=args.seed, stages=stages, pre_steps=args.pre_steps, sft_steps=args.sft_steps,
-          pre_minutes=args.pre_minutes, sft_minutes=args.sft_minutes, budget=not args.no_budget,
-          chat_from=args.chat_from, sft_seed=args.sft_seed, threads=args.threads)
+    common = dict(quick=args.quick, seed=args.seed, pre_steps=args.pre_steps, sft_steps=args.sft_steps,
+                  pre_minutes=args.pre_minutes, budget=not args.no_budget, threads=args.threads)
+    shipped = not args.quick and args.chat_from == "tiny-base" and args.sft_seed is None and args.sft_minutes is None
+    if "chat" in stages and shipped:
+        # the shipped tiny-chat: fine-tuning rounds from tiny-base (see build.SHIPPED_CHAT_ROUNDS)
+        from .build import SHIPPED_CHAT_ROUNDS
+
+        if len(stages) > 1:
+            build(out, stages=stages[:-1], **common)
+        for rnd in SHIPPED_CHAT_ROUNDS:
+            build(out, stages=("chat",), **common, **rnd)
+    else:
+        build(out, stages=stages, sft_minutes=args.sft_minutes, chat_from=args.chat_from, sft_seed=args.sft_seed,
+              **common)
     if not args.no_eval and not args.quick:
         return _eval(argparse.Namespace(dir=out, n=200, seed=args.seed, model="all", no_cards=False, json=False))
     return 0
