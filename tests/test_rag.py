@@ -348,3 +348,21 @@ def test_cli_build_info_ask(docs_dir, tmp_path, capsys):
     assert "Tam Oss" in capsys.readouterr().out
     assert main(["build", str(docs_dir / "harbor.txt"), "--out", str(out), "--chunk", "tokens"]) == 2  # mismatch
     assert "chunked with" in capsys.readouterr().err
+
+
+def test_large_index_switches_to_hnsw(monkeypatch, tmp_path):
+    import faiss
+
+    from labkit.rag import Index
+    from labkit.rag import index as index_mod
+
+    monkeypatch.setattr(index_mod, "HNSW_FROM", 3)
+    ix = Index("recursive", size=200, overlap=0)
+    ix.add([(f"d{i}", text) for i, text in enumerate(
+        ["Tam Oss is the harbor master.", "Mira Vell bakes bread.", "Ada Wren repairs clocks.",
+         "Salt comes from Wustmouth."])])
+    assert ix.faiss_kind == "hnsw" and isinstance(ix.dense_index(), faiss.IndexHNSWFlat)
+    assert ix.search("Who repairs clocks?", k=1, mode="dense").hits[0].chunk.doc_id == "d2"
+    back = Index.load(ix.save(tmp_path / "hnsw"))
+    assert isinstance(back.dense_index(), faiss.IndexHNSWFlat)
+    assert back.search("Who bakes bread?", k=1, mode="dense").hits[0].chunk.doc_id == "d1"
