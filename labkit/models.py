@@ -253,6 +253,8 @@ def _load_tokenizer_uncached(name: str, key: str):
             raise LabkitError(f"Could not read the zoo tokenizer in {folder} ({exc}); rebuild it with `labkit zoo build`.") from None
     if key == "minilm":
         return AutoTokenizer.from_pretrained(str(minilm_path()))
+    if name in _registered:
+        return AutoTokenizer.from_pretrained(str(_registered[name]))
     folder = _local_folder(name)
     if folder is not None:
         try:
@@ -334,6 +336,33 @@ def _hub_snapshot(repo_id: str) -> Path:
         raise LabkitError(f"Could not download {repo_id!r} from the hub ({type(exc).__name__}: {exc}). {fix}") from None
 
 
+_registered: dict[str, Path] = {}  # names given to models made in this session (e.g. %%finetune --out NAME)
+
+
+def register(name: str, path: str | os.PathLike) -> None:
+    """Make a model folder loadable by ``name`` everywhere (``load``, ``%%generate --model NAME``, ...).
+
+    Used by ``%%finetune --out NAME``. A zoo name cannot be taken; re-registering a name replaces it (and drops
+    the cached model of the old one).
+    """
+    name = str(name).strip()
+    if not name or _canonical(name) in ZOO:
+        raise LabkitUsageError(f"{name!r} cannot be registered: pick a name that is not one of {', '.join(ZOO)}.")
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise LabkitUsageError(f"{folder} has no config.json: only a saved transformers model folder can be registered.")
+    with _lock:
+        _registered[name] = folder
+        for key in [k for k in _cache if k[0] == name]:
+            del _cache[key]
+        _tok_cache.pop(name, None)
+
+
+def registered() -> dict[str, Path]:
+    """Names registered in this session and their folders."""
+    return dict(_registered)
+
+
 def _cache_key(name: str, dtype: Any, kwargs: dict) -> tuple:
     return (str(name), _dtype_name(dtype), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
 
@@ -358,6 +387,8 @@ def load(name: str, *, dtype: Any = None, **kwargs) -> LoadedModel:
 
 
 def _load_uncached(name: str, dtype: Any, kwargs: dict) -> LoadedModel:
+    if name in _registered:
+        return _load_transformers(name, _registered[name], None, dtype, kwargs)
     key = _canonical(name)
     if key.startswith("gguf:") or key.lower().endswith(".gguf"):
         return _load_gguf(name[5:] if key.startswith("gguf:") else name, kwargs)
@@ -512,4 +543,11 @@ def list_models() -> list[ModelInfo]:
         except LabkitError:
             available = False
         out.append(ModelInfo(name, kind, desc, params, disk, available))
+    for name, folder in _registered.items():
+        try:
+            params, disk = _folder_params(folder)
+        except LabkitError:
+            params = disk = None
+        out.append(ModelInfo(name, "causal-lm", f"registered in this session ({folder})", params, disk,
+                             (folder / "config.json").is_file()))
     return out

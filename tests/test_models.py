@@ -156,3 +156,25 @@ def test_gguf_without_llama_cpp_is_clear(tmp_path):
             M.load(f"gguf:{f}")
     with pytest.raises(LabkitUsageError):
         M.load("gguf:/nonexistent/model.gguf")
+
+
+def test_register_makes_a_folder_loadable_by_name(tmp_path):
+    import shutil
+
+    from labkit import models
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(models.zoo_path("tiny-base"), folder)
+    models.register("my-run", folder)
+    try:
+        lm = models.load("my-run")
+        assert lm.kind == "causal-lm" and lm.num_parameters > 0
+        assert models.load_tokenizer("my-run").vocab_size == models.load_tokenizer("tiny").vocab_size
+        assert any(i.name == "my-run" and i.available for i in models.list_models())
+        with pytest.raises(LabkitUsageError):
+            models.register("tiny-chat", folder)
+        with pytest.raises(LabkitUsageError):
+            models.register("empty", tmp_path)
+    finally:
+        models._registered.pop("my-run", None)
+        models.unload("my-run")
