@@ -69,10 +69,15 @@ def run(args, body, shell):
         display(widget)
         on_step = widget.add_step
         if args.approve:
-            approver = widget.ask
+            approver = widget.ask_from_thread
     model = args.model
     if model.isidentifier() and model in ns:  # a chat model object held by a variable (e.g. a scripted stand-in)
         model = ns[model]
+    if widget is not None and args.approve:
+        return _run_in_background(widget, args, ns, dict(
+            task=task, model=model, tools=tools, max_steps=args.max_steps, approve=True, approver=approver,
+            system=args.system, retriever=retriever, namespace=ns, on_step=on_step, model_name=args.model_name,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature))
     try:
         result = agent.run(task, model=model, tools=tools, max_steps=args.max_steps, approve=args.approve,
                            approver=approver, system=args.system, retriever=retriever, namespace=ns,
@@ -87,6 +92,31 @@ def run(args, body, shell):
         result._widget = widget
         result._live = True
     return result
+
+
+def _run_in_background(widget, args, ns, kwargs):
+    """With --approve in a notebook, the agent runs in a thread so that the kernel stays free to receive the
+    Approve/Reject clicks; the live trace fills in above, and --out receives the result when the run ends."""
+    import threading
+
+    from .. import agent
+
+    def work():
+        try:
+            result = agent.run(**kwargs)
+        except Exception as exc:
+            widget.running, widget.stopped = False, str(exc)
+            return
+        widget.finish(result)
+        result._widget, result._live = widget, True
+        widget.result = result
+        if args.out:
+            ns[args.out] = result
+
+    thread = threading.Thread(target=work, name="labkit-agent", daemon=True)
+    widget.thread = thread
+    thread.start()
+    return None
 
 
 MAGICS = [Magic("agent", "cell", parser, run)]

@@ -47,6 +47,28 @@ class TraceWidget(anywidget.AnyWidget):
         self.summary = result.summary().splitlines()[0]
         self.running = False
 
+    def ask_from_thread(self, name: str, args: dict, timeout: float = 300.0) -> bool:
+        """Approval for an agent running in a background thread (the kernel stays idle, so the click arrives
+        as an ordinary widget message). No answer within ``timeout`` seconds: rejected."""
+        import threading
+
+        call_id = f"{len(self.steps)}-{time.monotonic_ns()}"
+        done = threading.Event()
+
+        def on_decision(change):
+            if str(change["new"]).endswith(call_id):
+                done.set()
+
+        self.observe(on_decision, names="decision")
+        try:
+            self.decision = ""
+            self.pending = {"id": call_id, "name": name, "args": {k: str(v) for k, v in args.items()}}
+            done.wait(timeout)
+        finally:
+            self.unobserve(on_decision, names="decision")
+            self.pending = {}
+        return self.decision == f"approve:{call_id}"
+
     def ask(self, name: str, args: dict, timeout: float = 300.0) -> bool:
         """Show Approve/Reject for one call and wait for a click (the kernel keeps serving the front end while
         it waits, through ``jupyter_ui_poll``). No answer within ``timeout`` seconds: rejected."""
