@@ -54,8 +54,8 @@ def test_trace_widget_and_approval_buttons(page, lab_server):
     print("approval requested", flush=True)
     assert "launch" in trace.locator(".lk-approval").inner_text()
     screenshot(page, "agent-approval.png")
-    approve.click()  # first call: approved; the kernel, waiting in jupyter_ui_poll, receives the click
-    trace.locator(".lk-step", has_text="launched kite").wait_for(timeout=120_000)
+    approve.click()  # first call: approved; the agent thread receives the click
+    trace.locator(".lk-step.lk-tool", has_text="launched kite").first.wait_for(timeout=120_000)
     print("the kernel received the approval", flush=True)
     reject = trace.locator("button.lk-reject:not([disabled])")
     reject.wait_for(timeout=120_000)
