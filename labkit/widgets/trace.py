@@ -69,23 +69,5 @@ class TraceWidget(anywidget.AnyWidget):
             self.pending = {}
         return self.decision == f"approve:{call_id}"
 
-    def ask(self, name: str, args: dict, timeout: float = 300.0) -> bool:
-        """Show Approve/Reject for one call and wait for a click (the kernel keeps serving the front end while
-        it waits, through ``jupyter_ui_poll``). No answer within ``timeout`` seconds: rejected."""
-        from jupyter_ui_poll import ui_events
-
-        call_id = f"{len(self.steps)}-{time.monotonic_ns()}"
-        self.decision = ""
-        self.pending = {"id": call_id, "name": name, "args": {k: str(v) for k, v in args.items()}}
-        deadline = time.monotonic() + timeout
-        try:
-            with ui_events() as poll:
-                while not self.decision.endswith(call_id) and time.monotonic() < deadline:
-                    poll(20)
-                    time.sleep(0.05)
-        finally:
-            self.pending = {}
-        return self.decision == f"approve:{call_id}"
-
     def __repr__(self):
         return f"TraceWidget({self.summary or self.task})"
