@@ -10,6 +10,24 @@ __version__ = "0.1.0"
 from .errors import LabkitError, LabkitUsageError, MemoryBudgetError  # noqa: E402  (light)
 
 
+_SUBMODULES = {"models", "tokenize", "exercises", "runtime", "attend", "generate", "embeddings", "finetune", "rag",
+               "agent", "security", "zoo", "labs", "grading", "doctor", "widgets"}
+
+
+def __getattr__(name: str):
+    """Lazy access: ``labkit.models``, ``labkit.rag``, ... import on first use; ``labkit.tool`` is the agent's
+    decorator that turns a Python function into a tool (``@labkit.tool``)."""
+    import importlib
+
+    if name == "tool":
+        from .agent.tools import tool
+
+        return tool
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+
+
 def load(name: str, **kwargs):
     """Load a model (and its tokenizer) from the registry: zoo names, ``minilm``, local paths, hub ids, GGUF files."""
     from . import models
