@@ -9,6 +9,12 @@ __version__ = "0.1.0"
 
 from .errors import LabkitError, LabkitUsageError, MemoryBudgetError  # noqa: E402  (light)
 
+import logging as _logging
+
+# bitsandbytes (for qlora) warns at every `import transformers` that an optional hub kernel is missing; nothing
+# is downloaded and nothing is wrong, so keep learners' cells quiet.
+_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
+
 
 _SUBMODULES = {"models", "tokenize", "exercises", "runtime", "attend", "generate", "embeddings", "finetune", "rag",
                "agent", "security", "zoo", "labs", "grading", "doctor", "widgets"}
