@@ -20,7 +20,7 @@ lab: setup
 
 test: setup
 	deploy/install-test-deps.sh
-	HF_HUB_OFFLINE=1 LABKIT_REQUIRE_BROWSER=1 LABKIT_REQUIRE_HUB=1 LABKIT_STRICT_EXERCISES=1 $(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=300 -rs tests labs $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 LABKIT_REQUIRE_BROWSER=1 LABKIT_REQUIRE_HUB=1 LABKIT_STRICT_EXERCISES=1 $(PY) -m pytest -p no:cacheprovider --nbmake --nbmake-timeout=300 -rs --durations=40 tests labs $(PYTEST_ARGS)
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider -m "not browser and not slow and not hub" tests $(PYTEST_ARGS)
