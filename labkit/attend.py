@@ -145,17 +145,9 @@ class AttentionResult:
             display(self.widget(view))
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        data = {"text/plain": repr(self), "text/html": self._html()}
-        try:
-            wdata = self.widget()._repr_mimebundle_()
-            if isinstance(wdata, tuple):
-                wdata = wdata[0]
-            for key, value in (wdata or {}).items():
-                if key.startswith("application/vnd.jupyter.widget-view"):
-                    data[key] = value
-        except Exception as exc:  # the HTML/text forms still show; say why the widget did not
-            data["text/plain"] += f"\n(widget unavailable: {exc})"
-        return data
+        from .widgets import mimebundle
+
+        return mimebundle(repr(self), self._html(), self.widget)
 
 
 def check_index(value: int, size: int, what: str) -> int:

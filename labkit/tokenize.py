@@ -428,18 +428,9 @@ def _html_view(results: list[TokenizeResult], limit: int = 400) -> str:
 
 def _bundle(results, owner):
     """Widget view where a widget front end exists, with HTML and text fallbacks for everywhere else."""
-    data = {"text/plain": _text_view(results), "text/html": _html_view(results)}
-    try:
-        widget = owner.widget()
-        wdata = widget._repr_mimebundle_()
-        if isinstance(wdata, tuple):
-            wdata = wdata[0]
-        for key, value in (wdata or {}).items():
-            if key.startswith("application/vnd.jupyter.widget-view"):
-                data[key] = value
-    except Exception as exc:  # the text/HTML forms still show; say why the widget did not
-        data["text/plain"] += f"\n(widget unavailable: {exc})"
-    return data
+    from .widgets import mimebundle
+
+    return mimebundle(_text_view(results), _html_view(results), owner.widget)
 
 
 # --------------------------------------------------------------------------------------------------- engine

@@ -132,21 +132,11 @@ class AgentResult:
         return html_view(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        data = {"text/plain": repr(self), "text/html": html_view(self)}
         if self._live:  # the live widget is already on screen above: do not draw it twice
-            data["text/plain"] = self.summary()
-            data.pop("text/html")
-            return data
-        try:
-            wdata = self.widget()._repr_mimebundle_()
-            if isinstance(wdata, tuple):
-                wdata = wdata[0]
-            for key, value in (wdata or {}).items():
-                if key.startswith("application/vnd.jupyter.widget-view"):
-                    data[key] = value
-        except Exception as exc:  # pragma: no cover - the HTML and text still show
-            data["text/plain"] += f"\n(widget unavailable: {exc})"
-        return data
+            return {"text/plain": self.summary()}
+        from ..widgets import mimebundle
+
+        return mimebundle(repr(self), html_view(self), self.widget)
 
 
 _COLORS = {"model": "#eef2ff", "tool": "#ecfdf5", "note": "#fef3c7"}

@@ -150,16 +150,11 @@ class FinetuneResult:
         return "<pre style='font-size:12px'>" + html.escape(self.summary()) + "</pre>" + _svg(self.curve)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        data = {"text/plain": self.summary(), "text/html": self._repr_html_()}
         if self._shown:  # the live view is already on screen above: no second copy
-            return data
-        try:
-            wdata = self.widget()._repr_mimebundle_()
-            wdata = wdata[0] if isinstance(wdata, tuple) else wdata
-            data.update({k: v for k, v in (wdata or {}).items() if k.startswith("application/vnd.jupyter.widget-view")})
-        except Exception as exc:  # noqa: BLE001
-            data["text/plain"] += f"\n(widget unavailable: {exc})"
-        return data
+            return {"text/plain": self.summary(), "text/html": self._repr_html_()}
+        from ..widgets import mimebundle
+
+        return mimebundle(self.summary(), self._repr_html_(), self.widget)
 
 
 def _svg(curve: Curve, w: int = 360, h: int = 110) -> str:

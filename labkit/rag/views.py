@@ -55,14 +55,6 @@ def html_view(results, max_chars: int = 260) -> str:
 
 
 def bundle(results, owner) -> dict:
-    data = {"text/plain": "\n\n".join(repr(r) for r in results), "text/html": html_view(results)}
-    try:
-        wdata = owner.widget()._repr_mimebundle_()
-        if isinstance(wdata, tuple):
-            wdata = wdata[0]
-        for key, value in (wdata or {}).items():
-            if key.startswith("application/vnd.jupyter.widget-view"):
-                data[key] = value
-    except Exception as exc:  # the text/HTML forms still show; say why the widget did not
-        data["text/plain"] += f"\n(widget unavailable: {exc})"
-    return data
+    from ..widgets import mimebundle
+
+    return mimebundle("\n\n".join(repr(r) for r in results), html_view(results), owner.widget)

@@ -42,6 +42,23 @@ def pack_strings(items: list[bytes]) -> tuple[bytes, bytes]:
     return b"".join(items), u32(offsets)
 
 
+def mimebundle(text: str, html: str | None, widget) -> dict:
+    """What a result shows: the widget view where a widget front end exists (JupyterLab), with HTML and text
+    forms for everywhere else (nbconvert, CI logs, plain IPython). ``widget`` is a zero-argument callable
+    returning the widget; if it fails, the text form says why and the HTML/text still show."""
+    data = {"text/plain": text}
+    if html is not None:
+        data["text/html"] = html
+    try:
+        wdata = widget()._repr_mimebundle_()
+        if isinstance(wdata, tuple):
+            wdata = wdata[0]
+        data.update({k: v for k, v in (wdata or {}).items() if k.startswith("application/vnd.jupyter.widget-view")})
+    except Exception as exc:  # noqa: BLE001 - the HTML and text forms still show
+        data["text/plain"] += f"\n(widget unavailable: {exc})"
+    return data
+
+
 def payload_bytes(widget) -> int:
     """Bytes a widget's state costs on the wire: JSON of the state plus its binary buffers."""
     import json
