@@ -144,9 +144,13 @@ def page(browser):
 
 def run_all(page, server: LabServer, name: str, timeout_s: float = 240) -> None:
     """Open ``name`` in JupyterLab, wait for the kernel, run all cells and wait until the kernel is idle again."""
-    page.goto(server.url(f"lab/tree/{name}"))
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+    # A workspace of its own, reset: JupyterLab would otherwise reopen what an earlier test left open and
+    # "run all" could run that notebook instead of this one.
+    page.goto(server.url(f"lab/workspaces/t{secrets.token_hex(4)}/tree/{name}?reset"))
+    page.wait_for_function(
+        """(name) => { const w = window.jupyterapp && window.jupyterapp.shell && window.jupyterapp.shell.currentWidget;
+                       return w && w.sessionContext && w.context && w.context.path.endsWith(name); }""",
+        arg=name, timeout=60_000)
     page.wait_for_function(
         """() => { const w = window.jupyterapp.shell.currentWidget;
                    const k = w.sessionContext.session && w.sessionContext.session.kernel;

@@ -2,6 +2,8 @@
 reaches the kernel (Approve runs the tool, Reject does not)."""
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 
@@ -38,7 +40,7 @@ def _write_notebook(root):
 
 def test_trace_widget_and_approval_buttons(page, lab_server):
     _write_notebook(lab_server.root)
-    page.goto(lab_server.url("lab/tree/agent_approval_test.ipynb"))
+    page.goto(lab_server.url(f"lab/workspaces/agent{os.getpid()}/tree/agent_approval_test.ipynb?reset"))
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session"
                            " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"

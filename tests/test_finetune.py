@@ -283,12 +283,8 @@ def test_training_widget_sends_float_buffers():
 
 
 @pytest.fixture
-def ip(home):
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
-    shell.run_line_magic("load_ext", "labkit")
-    return shell
+def ip(home, ip):  # conftest's shell (start_ipython is a singleton: it returns the shell only once), in a temp home
+    return ip
 
 
 def test_magic_trains_and_reports_bad_lines(ip, toy):
