@@ -326,22 +326,9 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
 # ------------------------------------------------------------------------------------------------ bertviz
 def cdn_reachable(host: str = "cdnjs.cloudflare.com", timeout: float = 1.5) -> bool:
     """Can this machine reach bertviz's CDN? (A proxy for the browser: both sit in the same classroom network.)"""
-    import socket
-    import threading
+    from .runtime import host_reachable
 
-    ok = [False]
-
-    def probe():
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                ok[0] = True
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return ok[0]
+    return host_reachable(host, 443, timeout)
 
 
 @dataclass

@@ -292,22 +292,10 @@ def _local_folder(name: str) -> Path | None:
 
 
 def _hub_reachable(timeout: float = 2.0) -> bool:
-    """Quick check that huggingface.co answers (in a thread, so a slow DNS cannot hang the caller)."""
-    import socket
+    """Quick check that huggingface.co answers."""
+    from .runtime import host_reachable
 
-    result = [False]
-
-    def probe():
-        try:
-            with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-                result[0] = True
-        except OSError:
-            pass
-
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return result[0]
+    return host_reachable("huggingface.co", 443, timeout)
 
 
 def _hub_offline_env() -> bool:

@@ -69,6 +69,27 @@ def configure_torch() -> int:
     return n
 
 
+def host_reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    """Does ``host:port`` accept a connection within ``timeout``? Probed in a daemon thread, so a slow DNS lookup
+    on an offline classroom network cannot hang the caller."""
+    import socket
+    import threading
+
+    ok = [False]
+
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok[0] = True
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return ok[0]
+
+
 def mem_limit() -> int | None:
     """``MEM_LIMIT`` in bytes, or None when unset or unreadable."""
     raw = os.environ.get("MEM_LIMIT", "").strip()
