@@ -25,6 +25,8 @@ parser.add_argument("--size", type=int, help="chunk size (characters; tokens for
 parser.add_argument("--overlap", type=int, help="chunk overlap (same unit as --size)")
 parser.add_argument("--k", type=int, default=5, help="chunks to retrieve (default 5)")
 parser.add_argument("--mode", default="hybrid", choices=["dense", "bm25", "hybrid"], help="retriever (default hybrid)")
+parser.add_argument("--fusion", metavar="K=V,...", help="fusion weights, e.g. dense=0.3,bm25=0.7,rrf_k=20,rerank=0.5 "
+                    "(kept by the index; 'default' = equal votes, k=60, MaxSim order); see rag.tune_fusion")
 parser.add_argument("--rerank", action="store_true", help="rerank the candidates with MiniLM MaxSim (late interaction)")
 parser.add_argument("--answer", default="extractive", metavar="HOW",
                     help="extractive (default), tiny-chat, or a causal LM name/folder")
@@ -38,7 +40,7 @@ def run(args, body, shell):
     from ..rag.ingest import IngestReport
 
     questions = [q.strip() for q in (body or "").splitlines() if q.strip() and not q.strip().startswith("#")]
-    if not (questions or args.add or args.kb or args.load or args.delete or args.save is not None):
+    if not (questions or args.add or args.kb or args.load or args.delete or args.fusion or args.save is not None):
         require_body(body, "rag", "a question (one per line), or an option such as --add PATH or --kb")
     chunk_given = args.chunk is not None or args.size is not None or args.overlap is not None
     wanted = ChunkSettings.make(args.chunk or "recursive", args.size, args.overlap)
@@ -62,6 +64,9 @@ def run(args, body, shell):
             ix.add(spec, report=report)
         if not len(ix):
             raise LabkitUsageError(f"no documents could be indexed. {report!r}")
+    if args.fusion:
+        ix.fusion = _parse_fusion(args.fusion, ix.fusion)
+        print(f"index {args.index!r} fusion: {ix.fusion}")
     if args.delete:
         deleted = ix.delete(args.delete)
         report = report.merge(deleted) if report else deleted
@@ -74,6 +79,27 @@ def run(args, body, shell):
         return report if report is not None else ix
     results = [ix.ask(q, k=args.k, mode=args.mode, rerank=args.rerank, answer=args.answer) for q in questions]
     return results[0] if len(results) == 1 else rag.RagResults(results)
+
+
+def _parse_fusion(spec: str, current):
+    import dataclasses
+
+    from ..rag import Fusion
+
+    if spec.strip().lower() == "default":
+        return Fusion()
+    values = {}
+    for part in spec.split(","):
+        key, sep, val = part.partition("=")
+        key = key.strip()
+        if not sep or key not in ("dense", "bm25", "rrf_k", "rerank"):
+            raise LabkitUsageError(f"--fusion {spec!r}: write key=value pairs with keys dense, bm25, rrf_k, rerank "
+                                   f"(e.g. dense=0.3,bm25=0.7), or 'default'")
+        try:
+            values[key] = float(val)
+        except ValueError:
+            raise LabkitUsageError(f"--fusion: {key}={val!r} is not a number") from None
+    return dataclasses.replace(current, **values)
 
 
 MAGICS = [Magic("rag", "cell", parser, run)]

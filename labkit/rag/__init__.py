@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from .chunking import METHODS as CHUNK_METHODS, Chunk, ChunkSettings, chunk_text
 from .ingest import IngestReport, SourceDoc
-from .index import MODES, Hit, Index, Retrieval
-from .evaluate import EvalResult, evaluate, multi_query  # noqa: E402  (after .index: the function, not the module)
+from .index import MODES, Fusion, Hit, Index, Retrieval
+from .evaluate import EvalResult, TuneResult, evaluate, multi_query, tune_fusion  # noqa: E402  (after .index: the function, not the module)
 
 __all__ = ["Index", "ChunkSettings", "Chunk", "chunk_text", "IngestReport", "SourceDoc", "Hit", "Retrieval",
            "MODES", "CHUNK_METHODS", "ask", "search", "evaluate", "knowledge_base", "qa_set",
-           "knowledge_base_index", "multi_query", "contextualize", "RagResult", "RagResults"]
+           "knowledge_base_index", "multi_query", "Fusion", "tune_fusion", "TuneResult", "contextualize", "RagResult", "RagResults"]
 
 
 def __getattr__(name):

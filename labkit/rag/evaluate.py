@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import LabkitUsageError
-from .index import Hit, Index, Retrieval
+from .index import RERANK_DEPTH, Fusion, Hit, Index, Retrieval
 
 ALL_MODES = ("dense", "bm25", "hybrid", "rerank")
 
@@ -120,17 +120,19 @@ class EvalResult:
 
 def evaluate(index: Index | None = None, qa: list[dict] | None = None, *, k: int = 5,
              modes=ALL_MODES, answer: str | None = "extractive", answer_from: str | None = None,
-             hops: int | None = None, limit: int | None = None, description: str = "") -> EvalResult:
-    """Score retrieval (and answers) on a QA set. Defaults: the shipped knowledge base (recursive chunking)
-    and the shipped QA set. ``answer=None`` skips answering; ``answer_from`` picks the ranking the answer
-    reads (default: reranked when measured, else hybrid)."""
+             hops: int | None = None, split: str | None = None, limit: int | None = None,
+             description: str = "") -> EvalResult:
+    """Score retrieval (and answers) on a QA set. Defaults: the shipped knowledge base (recursive chunking,
+    the fusion weights tuned on the dev split) and the shipped QA set (``split='dev'|'test'`` for one half).
+    ``answer=None`` skips answering; ``answer_from`` picks the ranking the answer reads (default: reranked
+    when measured, else hybrid)."""
     from . import kb
 
     t0 = time.perf_counter()
     if index is None:
         index = kb.knowledge_base_index()
     if qa is None:
-        qa = kb.qa_set(hops)
+        qa = kb.qa_set(hops, split=split)
     if limit:
         qa = qa[:limit]
     if not qa:
@@ -191,3 +193,102 @@ def multi_query(index: Index, queries: list[str], k: int = 5, mode: str = "hybri
     fused = Index.fuse([r.hits for r in rets], max(k, 10))
     by = {mode: fused, **{f"q{i + 1}": r.hits for i, r in enumerate(rets)}}
     return Retrieval(" | ".join(queries), mode, k, False, by, [], sum(r.seconds for r in rets))
+
+
+@dataclass
+class TuneResult:
+    """What ``tune_fusion`` chose, and the whole sweep (for a plot): ``hybrid_sweep`` rows are
+    ``(dense_share, rrf_k, recall, mrr, ndcg)``; ``rerank_sweep`` rows are ``(rerank, recall, mrr, ndcg)``."""
+
+    fusion: Fusion
+    k: int
+    n: int
+    hybrid_sweep: list[tuple] = field(default_factory=list)
+    rerank_sweep: list[tuple] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __repr__(self):
+        best_h = max(self.hybrid_sweep, key=lambda r: (r[2], r[4], r[3]))
+        equal = next((r for r in self.hybrid_sweep if abs(r[0] - 0.5) < 1e-9 and r[1] == 60), None)
+        lines = [f"fusion tuned on {self.n} questions: {self.fusion}",
+                 f"  hybrid recall@{self.k}: {best_h[2]:.3f} with dense share {best_h[0]:.2f}, rrf_k {best_h[1]:g}"]
+        if equal:
+            lines.append(f"  (equal votes, rrf_k 60: {equal[2]:.3f})")
+        if self.rerank_sweep:
+            best_r = next(r for r in self.rerank_sweep if r[0] == self.fusion.rerank)
+            lines.append(f"  reranked nDCG@{self.k}: {best_r[3]:.3f} (recall@{self.k} {best_r[1]:.3f}) with "
+                         f"{best_r[0]:.1f} of the vote to MaxSim")
+        lines.append(f"  ({self.seconds:.1f} s)")
+        return "\n".join(lines)
+
+
+def tune_fusion(index: Index, qa: list[dict], *, k: int = 5, shares=None, rrf_ks=(10, 20, 60),
+                rerank_shares=None, rerank: bool = True) -> TuneResult:
+    """Choose the hybrid weights (dense share w, BM25 share 1 - w, and rrf_k) and the reranker's share of the
+    final vote by a grid search on labelled questions ``qa`` (use a *dev* split, and judge the result on
+    other questions). The first stage feeds the reranker, so it is tuned for **recall@k** (then nDCG@k, MRR;
+    ties go to the weights closest to equal votes); the reranker's job is the order, so its share is tuned for
+    **nDCG@k** (then recall@k, MRR; ties go to the larger share). The chosen ``Fusion`` is returned (not applied: set
+    ``index.fusion = result.fusion``).
+
+    Every question is retrieved and its candidates MaxSim-scored once; the sweep re-fuses those lists with
+    ``Index.fuse``, exactly as ``Index.search`` does."""
+    import numpy as np
+
+    from .index import encoder
+
+    t0 = time.perf_counter()
+    if not qa:
+        raise LabkitUsageError("tune_fusion needs labelled questions (for example rag.qa_set(split='dev'))")
+    index._need_chunks()
+    shares = [round(x, 2) for x in np.arange(0, 1.0001, 0.05)] if shares is None else list(shares)
+    rerank_shares = [round(x, 1) for x in np.arange(0.1, 1.0001, 0.1)] if rerank_shares is None else list(rerank_shares)
+    depth = max(k, RERANK_DEPTH, 10)
+    enc = encoder()
+    questions = [enc.truncate(" ".join(it["question"].split()))[0] for it in qa]
+    if rerank:
+        qvecs, qtoks = enc.encode_both(questions)
+    else:
+        qvecs, qtoks = enc.encode(questions), [None] * len(questions)
+    prepared = []
+    for item, q, qv, qt in zip(qa, questions, qvecs, qtoks):
+        dense = index.dense(q, depth, np.asarray(qv, dtype=np.float32).reshape(1, -1))
+        sparse = index.bm25(" ".join(item["question"].split()), depth)
+        ms = {}
+        if rerank:
+            cands = {h.id: h.chunk for h in dense + sparse}
+            ms = dict(zip(cands, index.maxsim(q, list(cands.values()), qt)))
+        prepared.append((relevant_sets(index, item), dense, sparse, ms))
+
+    def mean(rankings):
+        tot = Counter()
+        for (facts, *_), ids in zip(prepared, rankings):
+            tot.update(score_ranking(ids, facts, k))
+        n = len(prepared)
+        return tot["recall"] / n, tot["mrr"] / n, tot["ndcg"] / n
+
+    def hybrid(w, rk):
+        return [Index.fuse([d, s], depth, rk, [w, 1 - w]) for _, d, s, _ in prepared]
+
+    sweep = []
+    for rk in rrf_ks:
+        for w in shares:
+            r, m, n = mean([[h.id for h in hy[:10]] for hy in hybrid(w, rk)])
+            sweep.append((w, rk, r, m, n))
+    best = max(sweep, key=lambda t: (round(t[2], 9), round(t[4], 9), round(t[3], 9), -abs(t[0] - 0.5), t[1]))
+    w, rk = best[0], best[1]
+    rsweep = []
+    b_best = 1.0
+    if rerank:
+        first = hybrid(w, rk)
+        for b in rerank_shares:
+            ranks = []
+            for (_, _, _, ms), hy in zip(prepared, first):
+                order = sorted(hy, key=lambda h: -ms[h.id])
+                maxsim = [Hit(h.chunk, ms[h.id], i + 1) for i, h in enumerate(order)]
+                final = maxsim if b >= 1 else Index.fuse([hy, maxsim], len(hy), rk, [1 - b, b])
+                ranks.append([h.id for h in final[:10]])
+            rsweep.append((b, *mean(ranks)))
+        b_best = max(rsweep, key=lambda t: (round(t[3], 9), round(t[1], 9), round(t[2], 9), t[0]))[0]
+    fusion = Fusion(dense=float(w), bm25=round(1 - float(w), 2), rrf_k=rk, rerank=float(b_best))
+    return TuneResult(fusion, k, len(qa), sweep, rsweep, time.perf_counter() - t0)

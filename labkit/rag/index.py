@@ -40,7 +40,43 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 HNSW_FROM = 20_000
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
-RERANK_DEPTH = 20
+RERANK_DEPTH = 20  # candidates fused and reranked (also the depth each retriever returns for the hybrid)
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How the hybrid and reranked rankings are fused (weighted reciprocal rank fusion).
+
+    hybrid score(chunk) = dense / (rrf_k + dense rank) + bm25 / (rrf_k + BM25 rank);
+    reranked order = the same fusion of the hybrid ranking (weight 1 - rerank) and the MaxSim ranking of the
+    hybrid candidates (weight rerank): ``rerank=1`` is the MaxSim order alone.
+
+    The defaults (equal votes, k=60, MaxSim alone) are the textbook ones. Weights can be fitted on labelled
+    dev questions with ``labkit.rag.evaluate.tune_fusion`` (and should then be judged on other questions).
+    """
+
+    dense: float = 1.0
+    bm25: float = 1.0
+    rrf_k: float = RRF_K
+    rerank: float = 1.0
+
+    def __post_init__(self):
+        for name in ("dense", "bm25", "rerank"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v or (name == "rerank" and v > 1):
+                raise LabkitUsageError(f"fusion weight {name}={v!r}: give a number >= 0"
+                                       f"{' and <= 1' if name == 'rerank' else ''}")
+        if self.dense + self.bm25 <= 0:
+            raise LabkitUsageError("fusion weights: dense and bm25 cannot both be 0")
+        if not isinstance(self.rrf_k, (int, float)) or self.rrf_k < 0:
+            raise LabkitUsageError(f"fusion rrf_k={self.rrf_k!r}: give a number >= 0")
+
+    def to_dict(self) -> dict:
+        return {"dense": self.dense, "bm25": self.bm25, "rrf_k": self.rrf_k, "rerank": self.rerank}
+
+    def __str__(self):
+        return (f"dense {self.dense:g} : bm25 {self.bm25:g} (rrf_k {self.rrf_k:g}), "
+                f"rerank {'MaxSim order' if self.rerank == 1 else f'{self.rerank:g} MaxSim + {1 - self.rerank:g} hybrid'}")
 TOKEN_CACHE_MAX = 5_000  # chunks whose token vectors are kept in memory (~60 KB each in float16)
 _PROBE = "labkit retrieval index fingerprint: the quick brown fox"
 
@@ -227,6 +263,7 @@ class Index:
         self._terms: list[list[str]] | None = None
         self._tokvec_cache: dict[str, np.ndarray] = {}
         self._pos: dict[str, int] = {}
+        self.fusion = Fusion()
 
     # -------------------------------------------------------------------------------------------- contents
     def __len__(self):
@@ -371,13 +408,15 @@ class Index:
         return [Hit(self.chunks[i], s, r + 1) for r, (i, s) in enumerate(hits)]
 
     @staticmethod
-    def fuse(lists: list[list[Hit]], k: int, rrf_k: int = RRF_K) -> list[Hit]:
-        """Reciprocal rank fusion: score(chunk) = sum over retrievers of 1 / (rrf_k + rank)."""
+    def fuse(lists: list[list[Hit]], k: int, rrf_k: float = RRF_K, weights: list[float] | None = None) -> list[Hit]:
+        """Reciprocal rank fusion: score(chunk) = sum over retrievers of weight / (rrf_k + rank)
+        (all weights 1 by default: Cormack et al.'s RRF)."""
         scores: dict[str, float] = {}
         chunks: dict[str, Chunk] = {}
-        for hits in lists:
+        weights = [1.0] * len(lists) if weights is None else list(weights)
+        for hits, w in zip(lists, weights):
             for h in hits:
-                scores[h.id] = scores.get(h.id, 0.0) + 1.0 / (rrf_k + h.rank)
+                scores[h.id] = scores.get(h.id, 0.0) + w / (rrf_k + h.rank)
                 chunks[h.id] = h.chunk
         order = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
         return [Hit(chunks[cid], scores[cid], r + 1) for r, cid in enumerate(order)]
@@ -423,7 +462,8 @@ class Index:
         question = " ".join(question.split())
         q_for_encoder, notice = enc.truncate(question)
         notices = [notice] if notice else []
-        depth = max(k, depth or (RERANK_DEPTH if rerank else k), 10)
+        # the same depth with or without reranking, so that the hybrid list does not depend on --rerank
+        depth = max(k, depth or RERANK_DEPTH, 10)
         if _encoded is not None:  # (sentence vector, token vectors) computed in a batch by the caller
             qvec, qtok = _encoded
         elif rerank:
@@ -433,12 +473,19 @@ class Index:
         qvec = np.asarray(qvec, dtype=np.float32).reshape(1, -1)
         dense = self.dense(q_for_encoder, depth, qvec)
         sparse = self.bm25(question, depth)
-        by = {"dense": dense, "bm25": sparse, "hybrid": self.fuse([dense, sparse], depth)}
+        fz = self.fusion
+        by = {"dense": dense, "bm25": sparse,
+              "hybrid": self.fuse([dense, sparse], depth, fz.rrf_k, [fz.dense, fz.bm25])}
         if rerank:
-            cands = [h.chunk for h in by[mode]]
+            first = by[mode]
+            cands = [h.chunk for h in first]
             scores = self.maxsim(q_for_encoder, cands, qtok)
             order = sorted(range(len(cands)), key=lambda i: -scores[i])
-            by["rerank"] = [Hit(cands[i], scores[i], r + 1) for r, i in enumerate(order)]
+            maxsim = [Hit(cands[i], scores[i], r + 1) for r, i in enumerate(order)]
+            if fz.rerank >= 1:
+                by["rerank"] = maxsim
+            else:  # blend the reranker's order with the first-stage order (weights tuned on dev questions)
+                by["rerank"] = self.fuse([first, maxsim], len(cands), fz.rrf_k, [1 - fz.rerank, fz.rerank])
         if not by["bm25"] and mode in ("bm25",):
             notices.append("no question word occurs in the index (BM25 found nothing); try dense or hybrid")
         for key in by:
@@ -462,6 +509,7 @@ class Index:
             "faiss": self.faiss_kind,
             "name": self.name,
             "n_chunks": len(self.chunks),
+            "fusion": self.fusion.to_dict(),
             "documents": self.docs,
         }
 
@@ -557,6 +605,10 @@ class Index:
             ix.chunks = [Chunk(**json.loads(line)) for line in fh if line.strip()]
         ix.vectors = np.load(data_dir / "vectors.npy")
         ix.docs = man.get("documents", {})
+        try:
+            ix.fusion = Fusion(**man.get("fusion", {}))
+        except (TypeError, LabkitUsageError) as exc:
+            raise LabkitError(f"refusing {path}: its fusion settings {man.get('fusion')!r} are invalid ({exc})") from None
         if ix.vectors.shape != (len(ix.chunks), enc.dim) or len(ix.chunks) != man.get("n_chunks"):
             raise LabkitError(f"refusing {path}: {len(ix.chunks)} chunks but vectors of shape "
                               f"{ix.vectors.shape}; the index is inconsistent. Rebuild it.")
