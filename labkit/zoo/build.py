@@ -1,7 +1,7 @@
 """``labkit zoo build``: corpus -> tokenizer -> tiny-base (pre-training) -> tiny-chat (fine-tuning), from seeds.
 
 Data, initialisation and batch order are deterministic from ``seed``. The shipped recipe trains for a wall-clock
-budget (18 min pre-training, then 18 + 15 + 11 + 6 min in four fine-tuning rounds, `SHIPPED_CHAT_ROUNDS`, on a shared 2-core machine): the learning-rate schedule follows the clock, so a busy machine
+budget (18 min pre-training, then 18 + 15 + 11 + 6 + 10 + 8 min in six fine-tuning rounds, `SHIPPED_CHAT_ROUNDS`, on a 2-core machine): the learning-rate schedule follows the clock, so a busy machine
 runs fewer steps but still anneals. ``train.json`` records the steps that ran; ``--pre-steps/--sft-steps`` with
 ``--no-budget`` repeats a run step for step. ``quick=True`` builds a micro model in seconds (for tests; never shipped).
 """
@@ -158,12 +158,17 @@ ROUND2_MIX = {"cqa": 0.62, "calc": 0.08, "addsub": 0.03, "calc_notool": 0.04, "l
 
 
 ROUND3_MIX = {"cqa": 0.75, "calc": 0.05, "addsub": 0.02, "calc_notool": 0.03, "lookup": 0.10, "instruction": 0.05}
+#: rounds 5 and 6: still more context QA, at a lower learning rate (each round was kept only if context-QA exact
+#: match on 400 *validation* items rose: 88.5 % -> 94.25 % -> 95.0 %; the test split was scored once, at the end)
+ROUND5_MIX = {"cqa": 0.80, "calc": 0.05, "addsub": 0.02, "calc_notool": 0.02, "lookup": 0.07, "instruction": 0.04}
 #: how the shipped tiny-chat was made: build(stages=("chat",), chat_from=..., sft_seed=..., chat_mix=..., ...)
 SHIPPED_CHAT_ROUNDS = [
     dict(chat_from="tiny-base", sft_seed=None, chat_mix=None, sft_minutes=18.0),
     dict(chat_from="tiny-chat", sft_seed=1, chat_mix=ROUND2_MIX, sft_minutes=15.0),
     dict(chat_from="tiny-chat", sft_seed=2, chat_mix=ROUND3_MIX, sft_minutes=11.0, sft_lr=6e-4),
     dict(chat_from="tiny-chat", sft_seed=3, chat_mix=ROUND3_MIX, sft_minutes=6.0, sft_lr=4e-4),
+    dict(chat_from="tiny-chat", sft_seed=6, chat_mix=ROUND5_MIX, sft_minutes=10.0, sft_lr=3e-4),
+    dict(chat_from="tiny-chat", sft_seed=7, chat_mix=ROUND5_MIX, sft_minutes=8.0, sft_lr=1.5e-4),
 ]
 
 
