@@ -18,7 +18,8 @@ parser = MagicParser(
 parser.add_argument("--index", default="default", metavar="NAME", help="which index of this session (default: default)")
 parser.add_argument("--add", action="append", metavar="PATH|GLOB", help="index files, a folder or a glob "
                     "(.md .txt .html .pdf); repeatable")
-parser.add_argument("--kb", action="store_true", help="index the shipped knowledge base (30 town pages)")
+parser.add_argument("--kb", action="store_true", help="index the shipped knowledge base (30 town pages; its dev-tuned fusion is rag.kb.KB_FUSION, "
+                    "set it with --fusion dense=0.05,bm25=0.95,rrf_k=20,rerank=0.7)")
 parser.add_argument("--delete", action="append", metavar="DOC", help="remove a document (its id/path); repeatable")
 parser.add_argument("--chunk", choices=["recursive", "sentences", "tokens"], help="chunking (default recursive)")
 parser.add_argument("--size", type=int, help="chunk size (characters; tokens for --chunk tokens)")
