@@ -233,6 +233,45 @@ def test_dpo_and_reward_model(toy):
     assert isinstance(good, float) and good > bad
 
 
+def test_dpo_trains_on_what_the_chat_template_renders(toy, tmp_path):
+    """The ids trl's DPOTrainer builds = the chat template's rendering (no extra or missing BOS/EOS, the leading
+    space after <|assistant|> kept), so the log-probabilities DPO moves are those the model generates with."""
+    import copy
+
+    import torch
+
+    from labkit.finetune.engine import _trainer_for
+
+    model, tok, _ = toy
+    row = {"prompt": [{"role": "user", "content": PREFS[0]["prompt"]}],
+           "chosen": [{"role": "assistant", "content": PREFS[0]["chosen"]}],
+           "rejected": [{"role": "assistant", "content": PREFS[0]["rejected"]}]}
+    from datasets import Dataset
+
+    common = dict(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, report_to=[], use_cpu=True,
+                  save_strategy="no")
+    cls, kwargs = _trainer_for("dpo", common, copy.deepcopy(model), tok, Dataset.from_list([row]), None, 64, 0.1, None, 4, 8, 1.0,
+                               False)
+    trainer = cls(**kwargs)
+    ex = trainer.train_dataset[0]
+    prompt = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+    for key in ("chosen", "rejected"):
+        full = tok.apply_chat_template(row["prompt"] + row[key], return_dict=True)["input_ids"]
+        assert ex["prompt_ids"] == prompt and ex["prompt_ids"] + ex[key + "_ids"] == full
+        assert tok.decode(ex[key + "_ids"]) == " " + row[key][0]["content"] + "<|end|>\n"
+    assert prompt.count(tok.bos_token_id) == 1 and prompt[0] == tok.bos_token_id
+    # trl's summed completion log-probability = the one computed from the chat template by hand
+    batch = trainer.data_collator([ex])
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        trl_logps = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  labels=labels, fused_lm_head=True).log_probs.sum(1)
+        full = torch.tensor([prompt + ex["chosen_ids"]])
+        logp = torch.log_softmax(model(full).logits[0, :-1].float(), -1)
+        by_hand = logp[torch.arange(len(prompt) - 1, full.shape[1] - 1), full[0, len(prompt):]].sum()
+    assert float(trl_logps[0]) == pytest.approx(float(by_hand), abs=1e-4)
+
+
 @pytest.mark.slow
 def test_grpo_with_rule_based_reward(toy):
     from labkit.finetune import finetune
