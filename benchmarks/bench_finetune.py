@@ -12,8 +12,11 @@
    script on trl's default and gives the magic the same (``--bf16`` when trl resolved to bf16);
    ``--precision fp32``/``bf16`` sets both. Comparing a bf16 script with an fp32 cell measures the precision,
    not the cell: that was the whole of the "+20 %" once reported here.
-2. Peak memory: each method trains in a fresh subprocess; the figure is the peak RSS of the process minus its RSS
-   after loading the model (what training adds), plus the bytes held by the weights (fp32 vs 4-bit NF4).
+2. Peak memory: each method trains in a fresh subprocess, on a model big enough for weights, gradients and optimizer
+   state to show (``--mem-model wide``: about 60M parameters). The figures are the peak RSS during training (and
+   during the whole call) minus the RSS once the libraries are imported and the base model is loaded. The peak
+   is the kernel's high-water mark (VmHWM), reset just before the measured phase, so the import-time peak no
+   longer hides it (it did: full, LoRA and QLoRA all "peaked at 1,203 MB").
 """
 from __future__ import annotations
 
@@ -124,42 +127,85 @@ def throughput(args):
           "train s = trainer construction + train(), on both sides")
 
 
+#: the model of the memory comparison: the zoo's tiny architecture made wider and deeper (about 60M parameters,
+#: 240 MB in fp32), so that weights, gradients and optimizer state are large next to the ~1 GB that importing
+#: torch + transformers + trl + peft + bitsandbytes costs. On tiny-base (2.4M parameters, 9 MB) they are lost in
+#: the noise of that baseline: every method then "peaks at 1.2 GB".
+WIDE = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+            num_key_value_heads=4, max_position_embeddings=512)
+
 CHILD = r"""
-import json, os, resource, sys, warnings
+import json, os, sys, warnings
 warnings.filterwarnings("ignore")
 sys.path.insert(0, {here!r})
-from bench_finetune import data_rows, model_and_tok
-from labkit.runtime import process_rss
+method, name, steps, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+# everything a run imports, before the baseline: imports are not what a method costs
+import torch, transformers, datasets, peft, trl, bitsandbytes  # noqa: F401,E401
+from trl import SFTTrainer
+from bench_finetune import data_rows
+from labkit import models
 from labkit.finetune import finetune
 from labkit.finetune.quant import weight_bytes, load_quantized
-method, name, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-model, tok, label = model_and_tok(name)
+
+def status(key):  # VmRSS / VmHWM (the peak resident set since the last reset) in bytes
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+def reset_peak():  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current RSS
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+models.load(folder)  # the base model is loaded, as in a kernel that has used it
 rows = data_rows()
-if method == "qlora":
-    import tempfile
-    folder = tempfile.mkdtemp(); model.save_pretrained(folder); tok.save_pretrained(folder)
-    wb = weight_bytes(load_quantized(folder))
-    model = folder
-else:
-    wb = weight_bytes(model)
-base = process_rss()
-r = finetune(model if method == "qlora" else (model, tok), rows, method, steps=steps, batch=8, max_length=128,
-             save_every=0, show=False, name="mem-" + method)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps(dict(method=method, label=label, weights=wb, added=peak - base, peak=peak,
-                      trainable=r.trainable_params, total=r.total_params, tps=r.tokens_per_s)))
+# one warm-up run of the same method on a micro model: lazy imports and one-time set-up (~250 MB whatever the
+# model) go into the baseline too, so what remains is what this model and this method cost
+from labkit.finetune import toy
+micro = os.path.join(os.environ["LABKIT_HOME"], "micro-" + method)
+toy.model_folder(micro, "micro")
+finetune(micro, rows[:8], method, steps=1, batch=8, max_length=128, save_every=0, show=False, name="warm-" + method)
+train_peak = {{}}
+_train = transformers.Trainer.train
+def train(self, *a, **k):  # the peak of the training loop alone (not the final save / LoRA merge)
+    reset_peak()
+    try:
+        return _train(self, *a, **k)
+    finally:
+        train_peak["hwm"] = status("VmHWM")
+transformers.Trainer.train = train
+base = status("VmRSS")
+reset_peak()
+r = finetune(folder, rows, method, steps=steps, batch=8, max_length=128, save_every=0, show=False, name="mem-" + method)
+cell_peak = status("VmHWM")
+wb = weight_bytes(load_quantized(folder) if method == "qlora" else models.load(folder).model)  # after the peaks
+print(json.dumps(dict(method=method, weights=wb, base=base, train_added=train_peak["hwm"] - base,
+                      cell_added=cell_peak - base, trainable=r.trainable_params, total=r.total_params,
+                      tps=r.tokens_per_s, seconds=r.seconds)))
 """
 
 
 def memory(args):
+    from labkit.finetune import toy
+
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "base")
+        if args.mem_model == "wide":
+            m, tok = toy.model("tiny", seed=0, **WIDE)
+            m.save_pretrained(folder)
+            tok.save_pretrained(folder)
+            label = f"a wide toy Llama ({sum(p.numel() for p in m.parameters()) / 1e6:.0f}M parameters, random init)"
+            del m
+        else:
+            m, tok, label = model_and_tok(args.mem_model)
+            m.save_pretrained(folder)
+            tok.save_pretrained(folder)
         script = os.path.join(tmp, "child.py")
         with open(script, "w") as fh:
             fh.write(CHILD.format(here=HERE))
         env = dict(os.environ, LABKIT_HOME=tmp)
         for method in ("full", "lora", "qlora"):
-            out = subprocess.run([sys.executable, script, method, args.model, str(args.mem_steps)],
+            out = subprocess.run([sys.executable, script, method, args.mem_model, str(args.mem_steps), folder],
                                  capture_output=True, text=True, env=env)
             line = [l for l in out.stdout.splitlines() if l.startswith("{")]
             if not line:
@@ -170,21 +216,31 @@ def memory(args):
         return
     mb = 2**20
     full = next((r for r in results if r["method"] == "full"), results[0])
-    print(f"\nPeak memory on {results[0]['label']} ({args.mem_steps} steps, batch 8, fresh process each)")
-    print(f"{'method':<7} {'weights MB':>10} {'trainable':>10} {'added by training MB':>21} {'peak RSS MB':>12} "
-          f"{'vs full':>8}")
+    print(f"\nPeak memory on {label}: {args.mem_steps} steps, batch 8, max length 128, a fresh process each")
+    print(f"{'method':<7} {'weights MB':>10} {'trainable':>11} {'baseline RSS MB':>16} {'+ training MB':>14} "
+          f"{'model state MB':>15} {'rest MB':>8} {'+ whole cell MB':>16} {'vs full':>8}")
     for r in results:
-        print(f"{r['method']:<7} {r['weights'] / mb:10.1f} {r['trainable']:>10,} {r['added'] / mb:21.1f} "
-              f"{r['peak'] / mb:12.1f} {r['added'] / max(1, full['added']):8.2f}")
-    print("added by training = peak RSS - RSS once the model is loaded (gradients, optimizer state, activations, "
-          "the trainer); QLoRA's weights are its 4-bit NF4 base.")
+        state = r["weights"] + 3 * 4 * r["trainable"]  # the trained copy + fp32 gradients + AdamW's two moments
+        print(f"{r['method']:<7} {r['weights'] / mb:10.1f} {r['trainable']:>11,} {r['base'] / mb:16.1f} "
+              f"{r['train_added'] / mb:14.1f} {state / mb:15.1f} {(r['train_added'] - state) / mb:8.1f} "
+              f"{r['cell_added'] / mb:16.1f} {r['train_added'] / max(1, full['train_added']):8.2f}")
+    print("baseline = RSS once the libraries are imported, one warm-up run of the method on a micro model is done and "
+          "the base model is loaded; "
+          "+ training = peak RSS during trainer.train() - baseline (the trained copy of the model, gradients, AdamW "
+          "state, activations); + whole cell = the same over the whole %finetune call (also the data, the trainer's "
+          "tokenization, saving, and the LoRA merge into a full-precision model). Weights: fp32, or the 4-bit NF4 "
+          "base of QLoRA. model state = weights + 3 x 4 bytes per trainable parameter (gradient, AdamW's two "
+          "moments), computed; rest = + training - model state: activations kept for backward, bitsandbytes' "
+          "dequantized weights, allocator slack. RSS figures vary by some 50 MB from run to run.")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-base", help="zoo name, or 'toy' for a random tiny model")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--mem-steps", type=int, default=6)
+    ap.add_argument("--mem-steps", type=int, default=4)
+    ap.add_argument("--mem-model", default="wide",
+                    help="model of the memory comparison: 'wide' (a 60M-parameter toy, default), or a zoo name")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",

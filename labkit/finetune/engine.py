@@ -280,12 +280,16 @@ class _Base:
         return self.path
 
 
-def resolve_model(model, tokenizer=None) -> _Base:
+def resolve_model(model, tokenizer=None, copy_model: bool = True) -> _Base:
     """A zoo name, a run name of this session, a folder, a ``LoadedModel`` or a transformers model -> a fresh copy.
 
     The registry's cached model is never trained in place (other cells use it): training works on a copy.
+    ``copy_model=False`` hands back the model itself, for callers that only read it (QLoRA trains a 4-bit model
+    loaded from the files: a full-precision copy would only hold memory).
     """
     from .. import models
+
+    dup = copy.deepcopy if copy_model else (lambda m: m)
 
     if isinstance(model, (str, os.PathLike)):
         label = str(model)
@@ -294,17 +298,17 @@ def resolve_model(model, tokenizer=None) -> _Base:
         if loaded.kind not in ("causal-lm",):
             raise LabkitUsageError(f"{label!r} is a {loaded.kind}, not a causal language model: fine-tune "
                                    f"tiny-base, tiny-chat, a run of yours, or a causal-LM folder/hub id")
-        return _Base(copy.deepcopy(loaded.model), tokenizer or loaded.tokenizer, loaded.path, label)
+        return _Base(dup(loaded.model), tokenizer or loaded.tokenizer, loaded.path, label)
     if isinstance(model, tuple) and len(model) == 2:  # (model, tokenizer), as labkit.finetune.toy.model returns
-        return resolve_model(model[0], tokenizer or model[1])
+        return resolve_model(model[0], tokenizer or model[1], copy_model)
     if hasattr(model, "model") and hasattr(model, "kind") and hasattr(model, "tokenizer"):  # a LoadedModel
-        return _Base(copy.deepcopy(model.model), tokenizer or model.tokenizer, model.path, model.name)
+        return _Base(dup(model.model), tokenizer or model.tokenizer, model.path, model.name)
     if hasattr(model, "config") and hasattr(model, "forward"):
         if tokenizer is None:
             raise LabkitUsageError("give tokenizer=... with an in-memory model")
         path = getattr(model, "name_or_path", "") or ""
         label = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        return _Base(copy.deepcopy(model), tokenizer, Path(path) if path and Path(path, "config.json").is_file()
+        return _Base(dup(model), tokenizer, Path(path) if path and Path(path, "config.json").is_file()
                      else None, label)
     raise LabkitUsageError(f"cannot fine-tune {type(model).__name__}: give a model name (tiny-base, tiny-chat), a "
                            f"folder, or a transformers causal LM with its tokenizer")
@@ -424,7 +428,7 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
 
     # -- data and model
     ds = load_data(data, method, skip_bad=skip_bad, fmt=data_format)
-    base = resolve_model(model, tokenizer)
+    base = resolve_model(model, tokenizer, copy_model=method != "qlora")  # qlora reads the base, never trains it
     tok = base.tokenizer
     if tok is None:
         raise LabkitUsageError(f"{base.label} has no tokenizer: pass tokenizer=...")
