@@ -227,6 +227,8 @@ def test_dpo_and_reward_model(toy):
     dpo = finetune(model, PREFS, "dpo", tokenizer=tok, steps=4, batch=4, lr=5e-3, name="t_dpo", show=False, save_every=0)
     assert len(dpo.losses) == 4 and len(dpo.rewards) == 4 and dpo.curve.reward_label.startswith("reward margin")
     assert dpo.rewards[-1] > dpo.rewards[0]  # chosen pulls away from rejected on the training pairs
+    assert dpo.losses[0] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at the start: ln 2
+    assert dpo.losses[-1] < dpo.losses[0]  # and the loss falls from there (it rose when DPO was mis-set)
     rm = finetune(model, PREFS, "reward", tokenizer=tok, steps=6, batch=8, lr=3e-3, name="t_rm", show=False, save_every=0)
     assert len(rm.losses) == 6
     good, bad = rm.score(PREFS[0]["prompt"], PREFS[0]["chosen"]), rm.score(PREFS[0]["prompt"], PREFS[0]["rejected"])
