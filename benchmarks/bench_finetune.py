@@ -1,19 +1,20 @@
 """%%finetune benchmarks: LoRA throughput vs a direct peft + trl script, and peak memory of full / LoRA / QLoRA.
 
-    python benchmarks/bench_finetune.py [--steps 20] [--repeats 2] [--model tiny-base]
+    python benchmarks/bench_finetune.py [--steps 20] [--repeats 2] [--model tiny-base] [--precision auto|fp32|bf16]
+                                        [--mem-model wide] [--only throughput|memory]
 
 1. LoRA tokens/s: the same model, data, batch, steps and learning rate, trained (a) by ``%%finetune`` through an
    IPython shell (which also copies the model, converts the data, checkpoints, saves the adapter and a merged
    model, and writes a card) and (b) by a plain script: ``SFTTrainer(model, args=SFTConfig(...),
    peft_config=LoraConfig(...)).train()``. Runs are interleaved (a, b, a, b) and the best of each is kept, so
    load from other processes hurts both alike. Target: overhead <= 10 %.
-   Precision is the same on both sides: trl's configs default to ``bf16=True`` (bfloat16 autocast, on CPUs that
-   support it), ``%%finetune`` to fp32 (``--bf16`` to opt in). ``--precision auto`` (default) leaves the direct
+   Precision is the same on both sides: trl's configs default to ``bf16=True`` (bfloat16 autocast, on the CPU too;
+   fast where the CPU has bf16 instructions, as avx512_bf16 here), ``%%finetune`` to fp32 (``--bf16`` to opt in). ``--precision auto`` (default) leaves the direct
    script on trl's default and gives the magic the same (``--bf16`` when trl resolved to bf16);
    ``--precision fp32``/``bf16`` sets both. Comparing a bf16 script with an fp32 cell measures the precision,
    not the cell: that was the whole of the "+20 %" once reported here.
 2. Peak memory: each method trains in a fresh subprocess, on a model big enough for weights, gradients and optimizer
-   state to show (``--mem-model wide``: about 60M parameters). The figures are the peak RSS during training (and
+   state to show (``--mem-model wide``: 53M parameters). The figures are the peak RSS during training (and
    during the whole call) minus the RSS once the libraries are imported and the base model is loaded. The peak
    is the kernel's high-water mark (VmHWM), reset just before the measured phase, so the import-time peak no
    longer hides it (it did: full, LoRA and QLoRA all "peaked at 1,203 MB").
@@ -127,8 +128,8 @@ def throughput(args):
           "train s = trainer construction + train(), on both sides")
 
 
-#: the model of the memory comparison: the zoo's tiny architecture made wider and deeper (about 60M parameters,
-#: 240 MB in fp32), so that weights, gradients and optimizer state are large next to the ~1 GB that importing
+#: the model of the memory comparison: the zoo's tiny architecture made wider and deeper (53M parameters,
+#: 204 MB in fp32), so that weights, gradients and optimizer state are large next to the ~1 GB that importing
 #: torch + transformers + trl + peft + bitsandbytes costs. On tiny-base (2.4M parameters, 9 MB) they are lost in
 #: the noise of that baseline: every method then "peaks at 1.2 GB".
 WIDE = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
@@ -231,7 +232,7 @@ def memory(args):
           "tokenization, saving, and the LoRA merge into a full-precision model). Weights: fp32, or the 4-bit NF4 "
           "base of QLoRA. model state = weights + 3 x 4 bytes per trainable parameter (gradient, AdamW's two "
           "moments), computed; rest = + training - model state: activations kept for backward, bitsandbytes' "
-          "dequantized weights, allocator slack. RSS figures vary by some 50 MB from run to run.")
+          "dequantized weights, allocator slack. RSS figures vary from run to run (QLoRA's by up to ~180 MB).")
 
 
 def main(argv=None):
@@ -240,7 +241,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--mem-steps", type=int, default=4)
     ap.add_argument("--mem-model", default="wide",
-                    help="model of the memory comparison: 'wide' (a 60M-parameter toy, default), or a zoo name")
+                    help="model of the memory comparison: 'wide' (a 53M-parameter toy, default), or a zoo name")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
