@@ -154,9 +154,15 @@ def test_shipped_fusion_is_what_tuning_on_dev_gives_and_holds_on_test():
     assert ix.fusion == Fusion(**kb.KB_FUSION)
     ix.fusion = Fusion()
     tuned = rag.tune_fusion(ix, kb.qa_set(split="dev"), k=5)
-    assert tuned.fusion == Fusion(**kb.KB_FUSION), tuned
+    shipped = Fusion(**kb.KB_FUSION)
+    if tuned.fusion != shipped:  # tolerate a tie flipped by another CPU's float rounding: same dev scores
+        row = {(r[0], r[1]): r[2:] for r in tuned.hybrid_sweep}
+        rrow = {r[0]: r[1:] for r in tuned.rerank_sweep}
+        assert row[(shipped.dense, shipped.rrf_k)] == pytest.approx(row[(tuned.fusion.dense, tuned.fusion.rrf_k)]), tuned
+        if (shipped.dense, shipped.rrf_k) == (tuned.fusion.dense, tuned.fusion.rrf_k):
+            assert rrow[shipped.rerank] == pytest.approx(rrow[tuned.fusion.rerank]), tuned
     assert len(tuned.hybrid_sweep) == 21 * 3 and len(tuned.rerank_sweep) == 10
-    ix.fusion = tuned.fusion
+    ix.fusion = shipped
     res = rag.evaluate(ix, kb.qa_set(split="test"), k=5, answer=None)
     assert res.recall("hybrid") >= max(res.recall("dense"), res.recall("bm25")), res
     assert res.recall("rerank") >= res.recall("hybrid"), res
