@@ -167,14 +167,20 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1)
 def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr: float = 3e-3,
           warmup: int = 100, weight_decay: float = 0.1, seed: int = 0, val=None, eval_every: int = 0,
           log_every: int = 50, log=print, max_seconds: float | None = None,
-          time_budget: float | None = None) -> TrainStats:
+          time_budget: float | None = None, checkpoint: str | None = None,
+          checkpoint_every: float = 300.0) -> TrainStats:
     """AdamW + warmup/cosine on rows of ``input_ids`` (labels default to the inputs: next-token prediction).
 
     Epochs over the rows are shuffled with ``seed``. ``val`` = (ids, labels) is scored every ``eval_every``
     steps. ``max_seconds`` stops early (the schedule still assumes ``steps``). ``time_budget`` (seconds) makes
     the schedule follow the clock instead: progress = max(step / steps, elapsed / time_budget), and training ends
     when it reaches 1, so a run on a busy machine still anneals (``stats.steps`` says how many steps ran; pass
-    that as ``steps`` to repeat the run exactly)."""
+    that as ``steps`` to repeat the run exactly).
+
+    ``checkpoint`` (a file path): every ``checkpoint_every`` seconds (and at the end) the model, optimiser, data
+    order, clock and stats are saved there (written to a temporary file, then renamed: an interrupted save never
+    leaves a half-written checkpoint); a later call with the same path resumes from it, so a long run can be
+    done in parts (``max_seconds`` per part)."""
     import torch
 
     torch.manual_seed(seed)
@@ -190,7 +196,29 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
     pos = 0
     t0 = time.perf_counter()
     sched_steps = steps
-    for step in range(steps):
+    start = 0
+    if checkpoint:
+        import os
+
+        if os.path.exists(checkpoint):
+            ck = torch.load(checkpoint, weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            order, pos, start = ck["order"], ck["pos"], ck["step"]
+            gen.set_state(ck["gen"])
+            for k, v in ck["stats"].items():
+                setattr(stats, k, v)
+            t0 -= ck["elapsed"]
+            log(f"resumed from {checkpoint} at step {start} ({ck['elapsed'] / 60:.1f} min done)")
+
+        def save_ck(step_done: int) -> None:
+            tmp = checkpoint + ".tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "order": order, "pos": pos,
+                        "step": step_done, "gen": gen.get_state(), "elapsed": time.perf_counter() - t0,
+                        "stats": {k: getattr(stats, k) for k in ("steps", "tokens", "losses", "evals")}}, tmp)
+            os.replace(tmp, checkpoint)
+    last_ck = time.perf_counter()
+    for step in range(start, steps):
         if time_budget:
             frac = max(step / steps, (time.perf_counter() - t0) / time_budget)
             if frac >= 1.0:
@@ -223,9 +251,14 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
             stats.evals.append((step + 1, round(vl, 4)))
             log(f"step {step + 1:5d}  val loss {vl:.3f}  (ppl {math.exp(vl):.2f})")
             model.train()
+        if checkpoint and time.perf_counter() - last_ck > checkpoint_every:
+            save_ck(step + 1)
+            last_ck = time.perf_counter()
         if max_seconds and time.perf_counter() - t0 > max_seconds:
             log(f"stopping at step {step + 1}: time limit {max_seconds:.0f}s")
             break
+    if checkpoint:
+        save_ck(stats.steps)
     stats.seconds = time.perf_counter() - t0
     model.eval()
     return stats
