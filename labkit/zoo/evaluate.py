@@ -159,3 +159,101 @@ def eval_base(model, tokenizer, seed: int = 0, val_tokens: int = 100_000, n_samp
     res["samples"] = [p[len(F.EOT):] + s.split(F.EOT)[0] for p, s in zip(prompts, samples)]
     res["seconds"] = time.perf_counter() - t0
     return res
+
+
+# ------------------------------------------------------------------------------------------------ zoo v2: reading
+def _operands(expression: str) -> list[str]:
+    return re.findall(r"\d+(?:\.\d+)?", expression or "")
+
+
+def _said_unknown(reply: str) -> bool:
+    low = reply.lower()
+    return any(w in low for w in ("could not find", "not found", "unknown", "no entry", "don't know", "do not know"))
+
+
+def eval_reading(model, tokenizer, n: int = 200, seed: int = 0, heldout: bool = True, log=print) -> dict:
+    """Zoo v2's reading figures on items built apart from training (``heldout=True``: held-out locales,
+    relations, phrasings and words; ``reading.Reading``) or on the training generator's distribution
+    (``heldout=False``, a fresh stream). Exact match uses SQuAD's normalisation (``reading.exact_match``)."""
+    from .reading import Reading, exact_match
+
+    rd = Reading(seed + 7919, heldout=heldout)
+    tag = "out-of-world" if heldout else "reading, in-distribution"
+    res: dict = {"n": n, "heldout": heldout}
+    t0 = time.perf_counter()
+    items = rd.context_qa(n, stream="eval-cqa")
+    outs = run_chat(model, tokenizer, [F.context_qa_messages(it["context"], it["question"]) for it in items],
+                    max_tool_calls=0)
+    ok = [exact_match(o["reply"], it["answer"]) for o, it in zip(outs, items)]
+    res["context_qa_em"] = sum(ok) / n
+    res["context_qa_strict_em"] = sum(o["reply"] == it["answer"] for o, it in zip(outs, items)) / n
+    by_len: dict = {}
+    for it, k in zip(items, ok):
+        b = "1-3" if it["sentences"] <= 3 else "4-5" if it["sentences"] <= 5 else "6-8"
+        by_len.setdefault(b, []).append(k)
+    res["context_qa_em_by_sentences"] = {b: sum(v) / len(v) for b, v in sorted(by_len.items())}
+    res["context_qa_errors"] = [(it["context"], it["question"], it["answer"], o["reply"])
+                                for it, o, k in zip(items, outs, ok) if not k][:12]
+    log(f"[{tag}] context-QA exact match: {res['context_qa_em']:.1%}")
+    calc = rd.calculator(n, stream="eval-calc")
+    outs = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in calc])
+    first = [o["calls"][0] if o["calls"] else None for o in outs]
+    res["calc_format_valid"] = sum(bool(c) and F.is_valid_tool_call(c[0]) for c in first) / n
+    res["calc_operands_copied"] = sum(bool(c) and c[1] is not None and _operands(c[1][1].get("expression", ""))
+                                      == _operands(it["a"]) + _operands(it["b"]) for c, it in zip(first, calc)) / n
+    res["calc_answer_right"] = sum(it["answer"] in o["reply"].replace(",", "") for o, it in zip(outs, calc)) / n
+    res["calc_errors"] = [(it["question"], c[0] if c else None, o["reply"]) for it, c, o in zip(calc, first, outs)
+                          if not (c and c[1] and _operands(c[1][1].get("expression", "")) == _operands(it["a"]) + _operands(it["b"]))][:8]
+    log(f"[{tag}] calculator: operands copied {res['calc_operands_copied']:.1%}, answer {res['calc_answer_right']:.1%}")
+    unk = rd.unknown_lookup(n // 2, stream="eval-unknown")
+    outs = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in unk])
+    res["unknown_format_valid"] = sum(bool(o["calls"]) and F.is_valid_tool_call(o["calls"][0][0]) for o in outs) / len(unk)
+    res["unknown_said_unknown"] = sum(_said_unknown(o["reply"]) for o in outs) / len(unk)
+    res["tool_format_valid"] = (res["calc_format_valid"] * n + res["unknown_format_valid"] * len(unk)) / (n + len(unk))
+    log(f"[{tag}] unknown entities answered as unknown: {res['unknown_said_unknown']:.1%}; "
+        f"tool-call format valid {res['tool_format_valid']:.1%}")
+    fu = rd.followup(n // 2, stream="eval-followup")
+    res["followup_em"] = _followup_em(model, tokenizer, fu)
+    log(f"[{tag}] follow-up about the first turn's context: {res['followup_em']:.1%}")
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _followup_em(model, tokenizer, items: list[dict]) -> float:
+    """Two turns: the model answers the first question itself, then the follow-up (about the first context)."""
+    from .reading import exact_match
+
+    first = run_chat(model, tokenizer, [F.context_qa_messages(it["context"], it["question"]) for it in items],
+                     max_tool_calls=0)
+    convs = [o["messages"] + [{"role": "user", "content": f"Question: {it['question2']}"}] for o, it in zip(first, items)]
+    second = run_chat(model, tokenizer, convs, max_tool_calls=0)
+    return sum(exact_match(o["reply"], it.get("answers2") or it["answer2"]) for o, it in zip(second, items)) / max(1, len(items))
+
+
+def eval_handwritten(model, tokenizer, log=print) -> dict:
+    """The hand-written set (``data/handwritten.json``): questions in the style a learner types."""
+    import json
+    from pathlib import Path
+
+    from .reading import exact_match
+
+    d = json.loads((Path(__file__).parent / "data" / "handwritten.json").read_text())
+    res: dict = {}
+    cq = d["context_qa"]
+    outs = run_chat(model, tokenizer, [F.context_qa_messages(it["context"], it["question"]) for it in cq], max_tool_calls=0)
+    res["context_qa_em"] = sum(exact_match(o["reply"], it["answers"]) for o, it in zip(outs, cq)) / len(cq)
+    res["context_qa"] = [(it["question"], it["answers"][0], o["reply"]) for it, o in zip(cq, outs)]
+    calc = d["calculator"]
+    outs = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in calc])
+    res["calc_operands_copied"] = sum(bool(o["calls"]) and o["calls"][0][1] is not None and _operands(
+        o["calls"][0][1][1].get("expression", "")) == [it["a"], it["b"]] for o, it in zip(outs, calc)) / len(calc)
+    res["calc_answer_right"] = sum(it["answer"] in o["reply"].replace(",", "") for o, it in zip(outs, calc)) / len(calc)
+    res["calc"] = [(it["question"], it["answer"], o["calls"][0][0] if o["calls"] else None, o["reply"]) for it, o in zip(calc, outs)]
+    unk = d["unknown_lookup"]
+    outs = run_chat(model, tokenizer, [[{"role": "user", "content": it["question"]}] for it in unk])
+    res["unknown_said_unknown"] = sum(_said_unknown(o["reply"]) for o in outs) / len(unk)
+    res["followup_em"] = _followup_em(model, tokenizer, d["followup"])
+    log(f"[hand-written] context QA {res['context_qa_em']:.1%} ({len(cq)}), calculator operands "
+        f"{res['calc_operands_copied']:.1%} / answer {res['calc_answer_right']:.1%} ({len(calc)}), unknown "
+        f"{res['unknown_said_unknown']:.1%} ({len(unk)}), follow-up {res['followup_em']:.1%} ({len(d['followup'])})")
+    return res
