@@ -1,12 +1,16 @@
 # Two commands on a fresh machine:
-#   make lab    set up and open JupyterLab on labs/
-#   make test   set up and run every test (unit, magics, labs via nbmake, browser)
+#   make lab             set up, copy the student versions of the labs into workspace/ (your edits are kept),
+#                        open JupyterLab there
+#   make test            set up and run every test (unit, magics, labs via nbmake, browser)
+# and for authors and instructors:
+#   make lab-instructor  set up and open JupyterLab on labs/ (the instructor versions, solutions filled in)
 VENV   ?= .venv
+WORKSPACE ?= workspace
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.labkit-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup lab test test-fast bench clean
+.PHONY: setup lab lab-instructor test test-fast bench clean
 
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,8 +19,14 @@ $(STAMP):
 
 setup: $(STAMP)
 
+JUPYTER_LAB = $(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=labs --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(VENV)/bin/labkit labs copy $(WORKSPACE)
+	$(JUPYTER_LAB) --notebook-dir=$(WORKSPACE)
+
+lab-instructor: setup
+	$(JUPYTER_LAB) --notebook-dir=labs
 
 test: setup
 	deploy/install-test-deps.sh

@@ -15,10 +15,23 @@ def _doctor(args) -> int:
 
 
 def _labs(args) -> int:
-    from .labs import copy_labs, lab_files, labs_dir
+    from .errors import LabkitUsageError
+    from .labs import copy_labs, copy_student_labs, lab_files, labs_dir
 
     if args.labs_cmd == "copy":
-        print(copy_labs(args.dest))
+        try:
+            if args.instructor:
+                report = copy_labs(args.dest)
+                report.kind = "instructor versions (solutions filled in)"
+            else:
+                report = copy_student_labs(args.dest)
+        except LabkitUsageError as exc:
+            print(f"labkit labs: {exc}", file=sys.stderr)
+            return 2
+        print(report)
+        if not args.instructor:
+            print("Exercises are unanswered; in a notebook, solution(\"Exercise 2\") (labkit.exercises) reveals one "
+                  "on purpose. Instructor versions: labkit labs copy --instructor DEST")
     else:
         for p in lab_files():
             print(p.relative_to(labs_dir()))
@@ -70,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(fn=_doctor)
     labs = sub.add_parser("labs", help="the lab notebooks")
     lsub = labs.add_subparsers(dest="labs_cmd", required=True)
-    c = lsub.add_parser("copy", help="copy the labs to DEST; never overwrites a file you changed")
+    c = lsub.add_parser("copy", help="copy the student versions of the labs (solutions removed) to DEST; "
+                                     "never overwrites a file you changed")
     c.add_argument("dest")
+    c.add_argument("--instructor", action="store_true",
+                   help="copy the instructor versions (solutions filled in) instead")
     lsub.add_parser("list", help="list the labs")
     labs.set_defaults(fn=_labs)
     m = sub.add_parser("models", help="the model zoo and other loadable models")

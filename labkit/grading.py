@@ -22,7 +22,7 @@ Commands::
 
     labkit student build [--src DIR] [--out DIR] [NOTEBOOK ...]   student versions of every lab (default ./labs-student)
     labkit student copy DEST [--src DIR | --prebuilt DIR]          student versions into a learner's folder,
-                                                                   never overwriting their edits (like ``labkit labs copy``)
+                                                                   never overwriting their edits (= ``labkit labs copy``)
     labkit student nbgrader COURSE_DIR [--src DIR] [--points N]    an nbgrader ``source/`` tree (cell metadata added)
                                                                    for ``nbgrader generate_assignment`` / ``autograde``
     labkit student check [--src DIR] [NOTEBOOK ...]                lint: markers, >= 3 exercises, answers used
@@ -568,15 +568,9 @@ def _cmd_copy(args) -> int:
                                    f"`labkit student build --out {prebuilt}`")
         print(copy_labs(args.dest, prebuilt))
         return 0
-    # The student versions are rebuilt into a fixed per-user folder, so the copy manifest's hashes stay stable
-    # between runs and ``copy_labs`` can tell a learner's edit from a course update.
-    cache = Path(os.environ.get("LABKIT_STUDENT_CACHE", Path.home() / ".cache" / "labkit" / "labs-student"))
-    import shutil
+    from .labs import copy_student_labs
 
-    if cache.exists():
-        shutil.rmtree(cache)
-    write_student_versions(cache, args.src)
-    print(copy_labs(args.dest, cache))
+    print(copy_student_labs(args.dest, args.src))  # the same as `labkit labs copy DEST`
     return 0
 
 

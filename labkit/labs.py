@@ -1,5 +1,9 @@
 """The lab notebooks: where they are, and copying them to a learner's folder without ever overwriting work.
 
+``copy_student_labs`` (``labkit labs copy DEST``, ``make lab``) copies the *student* versions (solutions removed,
+see ``labkit.grading``); ``copy_labs`` (``labkit labs copy --instructor DEST``) copies files as they are, the
+instructor versions by default. Both follow the same rule.
+
 ``copy_labs`` keeps a manifest (``.labkit-labs.json``) in the destination with the hash of every file as labkit
 wrote it. On a later copy (a course update, or a learner who deleted a lab):
 
@@ -60,9 +64,10 @@ class CopyReport:
     unchanged: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # learner's edits kept
     beside: list[str] = field(default_factory=list)  # new course version written next to an edited file
+    kind: str = ""  # what was copied, e.g. "student versions (solutions removed)"
 
     def __str__(self):
-        lines = [f"labs in {self.dest}:"]
+        lines = [f"labs in {self.dest}" + (f", {self.kind}" if self.kind else "") + ":"]
         for label, items in (("copied", self.copied), ("restored (had been deleted)", self.restored),
                              ("updated to the new course version", self.updated),
                              ("already up to date", self.unchanged),
@@ -73,9 +78,20 @@ class CopyReport:
         return "\n".join(lines)
 
 
+def _refuse_own_labs(dest: Path, src: Path) -> None:
+    from .errors import LabkitUsageError
+
+    if dest.resolve() == src.resolve():
+        raise LabkitUsageError(f"{dest} is the folder the labs are copied from; pick another destination, "
+                               f"e.g. ~/labkit-labs")
+
+
 def copy_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> CopyReport:
+    """Copy every file of ``src`` (default: labkit's labs, the instructor versions) into ``dest``, never
+    overwriting a file the learner changed."""
     src = Path(src) if src else labs_dir()
     dest = Path(dest).expanduser()
+    _refuse_own_labs(dest, src)
     dest.mkdir(parents=True, exist_ok=True)
     manifest_path = dest / MANIFEST
     try:
@@ -112,4 +128,22 @@ def copy_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> 
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"files": manifest, "offered": offered}, indent=1, sort_keys=True))
     os.replace(tmp, manifest_path)
+    return report
+
+
+def copy_student_labs(dest: str | os.PathLike, src: str | os.PathLike | None = None) -> CopyReport:
+    """Copy the student versions of the labs in ``src`` (default: labkit's labs) into ``dest``: solutions
+    removed (``labkit.grading``), with ``copy_labs``'s rule (a file the learner changed is never overwritten).
+
+    The student versions are built into a temporary folder first; they are deterministic, so the manifest's hashes
+    tell a learner's edit from a course update across runs."""
+    from .grading import write_student_versions
+
+    src = Path(src).expanduser() if src else labs_dir()
+    dest = Path(dest).expanduser()
+    _refuse_own_labs(dest, src)
+    with tempfile.TemporaryDirectory(prefix="labkit-student-") as built:
+        write_student_versions(built, src)
+        report = copy_labs(dest, built)
+    report.kind = "student versions (solutions removed)"
     return report
