@@ -188,8 +188,7 @@ def test_check_command(tmp_path, capsys):
     assert "never closed" in capsys.readouterr().out
 
 
-def test_student_copy_keeps_learner_edits(tmp_path, monkeypatch):
-    monkeypatch.setenv("LABKIT_STUDENT_CACHE", str(tmp_path / "cache"))
+def test_student_copy_keeps_learner_edits(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     nbformat.write(small_lab(), str(src / "01_tiny.ipynb"))
@@ -336,3 +335,227 @@ def test_only_answers_read_later_become_blanks():
     assert rep.answers == ["mean"]
     assert "mean = ...  # YOUR ANSWER HERE" in student.cells[1].source and "total" not in student.cells[1].source
     assert grading.unanswered_uses(student, "lab.ipynb") == []
+
+
+# ------------------------------------------------------------------------------------------------ progress, solutions
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A private progress store, and no hint of which lab is running (no notebook path, and no IPython shell
+    whose history another test filled)."""
+    from labkit import exercises, progress
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "labkit-home"))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.setattr(exercises, "_shell", lambda: None)
+
+    return progress
+
+
+def test_progress_store_location(tmp_path, monkeypatch, store):
+    assert store.store_path() == tmp_path / "labkit-home" / "progress.json"
+    monkeypatch.delenv("LABKIT_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert store.store_path() == tmp_path / "xdg" / "labkit" / "progress.json"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert store.store_path() == tmp_path / "h" / ".local" / "share" / "labkit" / "progress.json"
+
+
+def test_progress_records_attempts_reveals_and_status(store):
+    assert store.load() == {"version": 1, "labs": {}}  # nothing yet, and no file is needed to read
+    store.record_attempt("03_tokenization", "Exercise 1", False)
+    e1 = store.record_attempt("03_tokenization", "Exercise 1", True)
+    assert e1["tries"] == 2 and [a["passed"] for a in e1["attempts"]] == [False, True]
+    assert e1["first_passed"] == e1["attempts"][1]["time"] and store.status(e1) == "solved"
+    store.record_reveal("03_tokenization", "Exercise 2")
+    assert store.status(store.load()["labs"]["03_tokenization"]["Exercise 2"]) == "revealed"
+    e2 = store.record_attempt("03_tokenization", "Exercise 2", True)
+    assert store.status(e2) == "solved with help"
+    e1 = store.record_reveal("03_tokenization", "Exercise 1")  # looked after solving it: still the learner's own
+    assert store.status(e1) == "solved"
+    assert store.status(store.record_attempt("03_tokenization", "Exercise 3", False)) == "tried"
+    assert store.status(None) == "not started"
+    data = json.loads(store.store_path().read_text())
+    assert data["version"] == 1 and set(data["labs"]["03_tokenization"]) == {"Exercise 1", "Exercise 2", "Exercise 3"}
+    assert data == store.load()
+    with pytest.raises(ValueError, match="lab and an exercise"):
+        store.record_attempt("", "Exercise 1", True)
+
+
+def test_progress_keeps_the_last_attempts_and_counts_all(store, monkeypatch):
+    monkeypatch.setattr(store, "MAX_ATTEMPTS", 3)
+    for i in range(5):
+        entry = store.record_attempt("lab", "ex", i == 0)
+    assert entry["tries"] == 5 and len(entry["attempts"]) == 3 and entry["first_passed"]
+    assert store.status(entry) == "solved"  # the first success is kept even once its attempt scrolled out
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"version": 1, "labs": {"lab": ["x"]}}'])
+def test_corrupt_progress_store_is_set_aside(store, damage):
+    path = store.store_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(damage)
+    with pytest.warns(RuntimeWarning, match="not readable"):
+        entry = store.record_attempt("lab", "ex", True)
+    assert entry["tries"] == 1 and store.load()["labs"]["lab"]["ex"]["tries"] == 1
+    aside = list(path.parent.glob("progress.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text() == damage  # kept for the curious, never deleted
+
+
+def test_progress_writes_are_atomic(store, monkeypatch):
+    store.record_attempt("lab", "ex", False)
+    before = store.store_path().read_text()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m, pytest.raises(OSError, match="disk full"):
+        m.setattr(store.json, "dump", boom)
+        store.record_attempt("lab", "ex", True)
+    assert store.store_path().read_text() == before  # the old store is whole
+    assert [p.name for p in store.store_path().parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_progress_concurrent_writers_lose_nothing(store):
+    import threading
+
+    def work(name):
+        for _ in range(15):
+            store.record_attempt("lab", name, False)
+
+    threads = [threading.Thread(target=work, args=(f"ex{i}",)) for i in range(2)] + \
+              [threading.Thread(target=work, args=("shared",)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    labs = store.load()["labs"]["lab"]
+    assert labs["ex0"]["tries"] == labs["ex1"]["tries"] == 15 and labs["shared"]["tries"] == 30
+
+
+def test_check_records_answered_attempts_of_the_current_lab(store, tmp_path, monkeypatch):
+    from labkit import exercises as E
+
+    assert not E.check("Exercise 1", 3, expected=4).ok  # lab unknown: checked, nothing recorded
+    assert not store.store_path().exists()
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "workspace" / "03_tokenization.ipynb"))
+    assert E.current_lab() == "03_tokenization"
+    E.check("Exercise 1", ..., expected=4)  # not answered yet: no attempt
+    assert not store.store_path().exists()
+    E.check("Exercise 1", 3, expected=4)
+    E.check("Exercise 1", 4, expected=4)
+    entry = store.load()["labs"]["03_tokenization"]["Exercise 1"]
+    assert [a["passed"] for a in entry["attempts"]] == [False, True]
+    monkeypatch.setenv("LABKIT_STRICT_EXERCISES", "1")  # CI runs of the labs record nothing
+    E.check("Exercise 1", 4, expected=4)
+    assert store.load()["labs"]["03_tokenization"]["Exercise 1"]["tries"] == 2
+
+
+def test_check_survives_an_unwritable_store(store, tmp_path, monkeypatch):
+    from labkit import exercises as E
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("LABKIT_HOME", str(blocker / "sub"))  # its parent is a file: cannot be created
+    monkeypatch.setenv("JPY_SESSION_NAME", "03_tokenization.ipynb")
+    monkeypatch.setattr(E, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="could not record"):
+        fb = E.check("Exercise 1", 4, expected=4)
+    assert fb.ok
+
+
+def test_find_lab_names():
+    from labkit.exercises import find_lab
+
+    assert find_lab("03_tokenization").name == "03_tokenization.ipynb"
+    assert find_lab("/home/me/workspace/03_tokenization.ipynb").stem == "03_tokenization"
+    assert find_lab("03_tokenization-Copy1.ipynb").stem == "03_tokenization"
+    assert find_lab("03_tokenization.updated.ipynb").stem == "03_tokenization"
+    assert find_lab("3").stem == find_lab("03").stem == "03_tokenization"
+    assert find_lab("Untitled.ipynb") is None and find_lab("99") is None
+
+
+def test_solution_reveals_one_exercise_and_records_it(store, monkeypatch, capsys):
+    from labkit import exercises as E
+
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/workspace/03_tokenization.ipynb")
+    assert E.solution("exercise  2") is None  # any spacing or case; shows, returns nothing to show twice
+    shown = capsys.readouterr().out
+    assert "Solution of Exercise 2 (03_tokenization)" in shown and "def bpe_encode(word, merges):" in shown
+    assert "min([" not in shown  # Exercise 3's solution is not revealed with it
+    lab = store.load()["labs"]["03_tokenization"]
+    assert list(lab) == ["Exercise 2"] and store.status(lab["Exercise 2"]) == "revealed"
+    E.check("Exercise 2", 1, expected=1)
+    assert store.status(store.load()["labs"]["03_tokenization"]["Exercise 2"]) == "solved with help"
+    sol = E.find_solution(2)
+    assert sol.code.startswith("def bpe_encode(word, merges):") and "```python" in sol._repr_markdown_()
+
+
+def test_solution_errors_are_clear(store):
+    from labkit import exercises as E
+
+    with pytest.raises(LabkitUsageError, match=r"no exercise 'Exercise 9' in lab 03_tokenization; its exercises "
+                                               r"are: Exercise 1, Exercise 2, .*Exercise 6"):
+        E.solution("Exercise 9", lab="03")
+    with pytest.raises(LabkitUsageError, match="cannot tell which lab.*lab='03_tokenization'.*00_welcome"):
+        E.solution("Exercise 2")
+    with pytest.raises(LabkitUsageError, match="no lab 'nope'; the labs are: 00_welcome"):
+        E.solution("Exercise 2", lab="nope")
+    assert not store.store_path().exists()  # a failed reveal records nothing
+
+
+def test_solution_of_a_lab_with_several_checks_and_written_answers(tmp_path, monkeypatch, store):
+    """Exercise names come from check() calls and from headings/comments; an exercise with two checks is one
+    solution; a written (markdown) answer is one too."""
+    import labkit.labs
+    from labkit import exercises as E
+
+    (tmp_path / "labs").mkdir()
+    nbformat.write(small_lab(), str(tmp_path / "labs" / "01_tiny.ipynb"))
+    monkeypatch.setattr(labkit.labs, "labs_dir", lambda: tmp_path / "labs")
+    names = [e.name for e in E.lab_exercises("01_tiny")]
+    assert names == ["ex1", "ex2a", "ex3", "cell 6"]
+    both = E.find_solution("Exercise 2", "01_tiny")  # from the cell's "# Exercise 2" comment
+    assert both.exercise == "ex2a" and E.find_solution("ex2b", "01_tiny").code == both.code
+    assert both.code == f"low, high = 1, 3  # {SECRET}\nhigh += 1"
+    assert E.find_solution("ex3", "01_tiny").code == f"total = 41 + 1  # {SECRET}\ndef double(x):\n    return 2 * x"
+    written = E.find_solution("cell 6", "01_tiny")
+    assert written.written and f"Because {SECRET}." in written._repr_markdown_()
+    E.solution("ex2b", lab="01_tiny")
+    lab = store.load()["labs"]["01_tiny"]
+    assert {n: store.status(e) for n, e in lab.items()} == {"ex2a": "revealed", "ex2b": "revealed"}
+
+
+def test_current_lab_from_the_kernels_history(monkeypatch):
+    """No notebook path from the front-end (a plain kernel, nbclient): the lab whose cells the kernel ran."""
+    from labkit import exercises as E
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    lab = nbformat.read(str(LAB03), as_version=4)
+    ran = ["", "print('my own scratch cell')"] + [c.source for c in lab.cells[:3] if c.cell_type == "code"]
+
+    class Shell:
+        user_ns: dict = {}
+        history_manager = type("H", (), {"input_hist_raw": ran})()
+
+    monkeypatch.setattr(E, "_shell", lambda: Shell())
+    assert E.current_lab() == "03_tokenization"
+    Shell.history_manager.input_hist_raw = ["", "print('my own scratch cell')"]
+    assert E.current_lab() is None
+    Shell.user_ns = {"__vsc_ipynb_file__": "/x/04_embeddings.ipynb"}
+    assert E.current_lab() == "04_embeddings"
+
+
+@pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
+def test_every_exercise_of_every_lab_can_be_revealed(lab):
+    """Each solution region belongs to an exercise that `solution(name)` finds unambiguously, by its check name
+    and by its "Exercise N" label."""
+    from labkit import exercises as E
+
+    exercises = E.lab_exercises(lab.stem)
+    nb = nbformat.read(str(lab), as_version=4)
+    assert sum(len(e.cells) for e in exercises) == sum(grading.BEGIN_SOLUTION in c.source for c in nb.cells)
+    for ex in exercises:
+        assert ex.solution.strip(), ex
+        for name in {ex.name, *ex.checks, *ex.labels}:
+            assert E.find_solution(name, lab.stem).code == ex.solution, (lab.name, name)
