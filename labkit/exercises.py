@@ -114,7 +114,8 @@ def check(name: str, answer: Any, expected: Any = None, *, hint: str = "", tol: 
         return fb
     ok = _matches(answer, expected, tol)
     _RESULTS[name] = ok
-    _record("attempt", _quiet_current_lab(), [(name, ok)])
+    if not _strict():  # CI runs of the labs record nothing (and need not look for the lab)
+        _record("attempt", _quiet_current_lab(), [(name, ok)])
     if ok:
         fb = Feedback(f"✅ {name}: correct! " + explain)
     else:
