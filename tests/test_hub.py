@@ -10,7 +10,7 @@ What runs (all on 127.0.0.1, free ports, everything under one temp folder):
   so file permissions are real: students cannot write the models or read each other's homes;
 - ``jupyterhub-singleuser`` from the venv for each student, spawned through the REST API with an admin service token.
 
-Each student copies the labs with ``labkit labs copy`` (run as that student), then ``03_tokenization.ipynb`` runs
+Each student copies the labs with ``labkit labs copy --instructor`` (run as that student; the test compares against ``labs/``), then ``03_tokenization.ipynb`` runs
 cell by cell through the single-user server's sessions/kernels REST API and the websocket channels, as JupyterLab
 would. Peak memory (RSS and PSS summed over each student's process tree: server + kernel) and spawn-to-first-result
 times go to ``test-artifacts/hub-report.json`` and are printed.
@@ -612,7 +612,7 @@ def classroom():
         sampler = TreeSampler(hub.server_pids)
         sampler.start()
         for s in students.values():
-            done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", str(hub.home(s.name) / "labs")])
+            done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", "--instructor", str(hub.home(s.name) / "labs")])
             assert done.returncode == 0, done.stdout + done.stderr
 
         errors: dict[str, BaseException] = {}
@@ -793,14 +793,14 @@ def test_labs_copy_keeps_edits_and_restores_deleted(classroom):
     if victim is not None:
         run = s.kernel.execute(f"import os\nos.remove({str(victim)!r})")
         assert run.status == "ok"
-    done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", str(labs)])
+    done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", "--instructor", str(labs)])
     assert done.returncode == 0, done.stderr
     assert mine.read_text() == edited  # the edit is kept
     assert "your version is kept" in done.stdout and LAB in done.stdout
     if victim is None:  # only one lab exists yet: delete the edited one, it must come back as the course version
         os.remove(mine)
         victim = mine
-        done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", str(labs)])
+        done = hub.as_student(s.name, [str(BIN / "labkit"), "labs", "copy", "--instructor", str(labs)])
         assert done.returncode == 0, done.stderr
     assert victim.exists() and sha256(victim) == sha256(ROOT / "labs" / victim.name)
     assert "restored" in done.stdout
