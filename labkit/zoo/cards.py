@@ -40,7 +40,36 @@ def _train_lines(t: dict) -> list[str]:
         f"{t.get('mfu_vs_170gflops', 0):.0%} of the measured 170 GFLOP/s fp32 matmul peak (6 x parameters x tokens)",
         f"- optimiser: AdamW (betas 0.9/0.95, weight decay 0.1), peak learning rate {t.get('lr')}, linear warm-up "
         f"then cosine to 10 %, gradient clipping 1.0, seed {t.get('seed')}",
-        f"- data mix: " + ", ".join(f"{k} {v:.0%}" for k, v in t.get("mix", {}).items()),
+        f"- data mix: " + _mix(t.get("mix", {})),
+    ]
+
+
+def _mix(mix: dict) -> str:
+    return ", ".join(f"{k} ({_mix(v)})" if isinstance(v, dict) else f"{k} {v:.0%}" for k, v in mix.items())
+
+
+def reading_lines(e: dict) -> list[str]:
+    """The card's in-world vs out-of-world table (zoo v2's bars are on the out-of-world set)."""
+    o, i, h = e.get("out_of_world"), e.get("reading_in_distribution"), e.get("handwritten")
+    if not o:
+        return ["(out-of-world figures: run `labkit zoo eval`)", ""]
+    f = lambda d, k: f"{d[k]:.1%}" if d and k in d else "-"  # noqa: E731
+    return [
+        "## Out of world: reading a learner's own input (`labkit zoo eval`)", "",
+        "The world's test split above comes from the same generator, names and templates as training, so it "
+        "measures memory of the world as much as reading. These come from `labkit.zoo.reading`: passages built "
+        "from faker/wordfreq pools. *Out-of-world* uses locales, relations, fact and question phrasings and words "
+        "never used in training; *in-distribution* is the training generator (fresh items); *hand-written* is "
+        "`labkit/zoo/data/handwritten.json`, questions typed the way a learner would.", "",
+        "| task | in-distribution | out-of-world | hand-written | bar (out-of-world) |", "|---|---|---|---|---|",
+        f"| context-QA exact match (SQuAD normalisation) | {f(i, 'context_qa_em')} | **{f(o, 'context_qa_em')}** | {f(h, 'context_qa_em')} | >= 85 % |",
+        f"| calculator: both operands copied into the call | {f(i, 'calc_operands_copied')} | **{f(o, 'calc_operands_copied')}** | {f(h, 'calc_operands_copied')} | >= 98 % |",
+        f"| calculator: final answer right | {f(i, 'calc_answer_right')} | **{f(o, 'calc_answer_right')}** | {f(h, 'calc_answer_right')} | >= 95 % |",
+        f"| tool-call format valid | {f(i, 'tool_format_valid')} | **{f(o, 'tool_format_valid')}** | - | >= 98 % |",
+        f"| unknown entity answered as not found | {f(i, 'unknown_said_unknown')} | **{f(o, 'unknown_said_unknown')}** | {f(h, 'unknown_said_unknown')} | >= 90 % |",
+        f"| follow-up question about the first turn | {f(i, 'followup_em')} | **{f(o, 'followup_em')}** | {f(h, 'followup_em')} | >= 80 % |",
+        "", f"Context QA out of world by passage length (sentences): "
+        + ", ".join(f"{k}: {v:.0%}" for k, v in o.get("context_qa_em_by_sentences", {}).items()), "",
     ]
 
 
@@ -122,6 +151,7 @@ def write_cards(folder: Path) -> None:
             ]
         else:
             lines.append("(run `labkit zoo eval`)")
+        lines += reading_lines(e)
         lines += ["## Use", "", "```python", "import labkit", "from labkit.zoo.evaluate import run_chat",
                   "lm = labkit.load('tiny-chat')",
                   "out = run_chat(lm.model, lm.tokenizer, [[{'role': 'user', 'content': 'What is 123 times 45?'}]])",

@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--dir", type=Path, default=None, help="zoo folder (default: the package's zoo/weights)")
     e.add_argument("--n", type=int, default=200, help="held-out items per task (default 200)")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--model", choices=["all", "tiny-base", "tiny-chat"], default="all")
+    e.add_argument("--model", default="all",
+                   help="all (tiny-base and tiny-chat), or one folder of the zoo: tiny-base, tiny-chat, "
+                        "tiny-base-v2, tiny-chat-v2")
+    e.add_argument("--no-reading", action="store_true",
+                   help="skip the out-of-world reading figures (held-out locales, relations and phrasings)")
     e.add_argument("--no-cards", action="store_true", help="do not rewrite the model cards")
     e.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
@@ -82,7 +86,7 @@ def _eval(args) -> int:
     from ..models import safetensors_parameters
     from .build import WEIGHTS
     from .cards import write_cards
-    from .evaluate import eval_base, eval_chat
+    from .evaluate import eval_base, eval_chat, eval_handwritten, eval_reading
 
     folder = Path(args.dir or WEIGHTS)
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -95,10 +99,16 @@ def _eval(args) -> int:
         model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
         tok = PreTrainedTokenizerFast.from_pretrained(str(d))
         print(f"== {name} ({sum(p.numel() for p in model.parameters()):,} parameters)", flush=True)
-        if name == "tiny-base":
+        if "base" in name:
             results[name] = eval_base(model, tok, seed=args.seed)
         else:
             results[name] = eval_chat(model, tok, n=args.n, seed=args.seed)
+            if not getattr(args, "no_reading", False):
+                # in-world (the synthetic world's test split, above) and out-of-world, side by side
+                results[name]["out_of_world"] = eval_reading(model, tok, n=args.n, seed=args.seed, heldout=True)
+                results[name]["reading_in_distribution"] = eval_reading(model, tok, n=args.n, seed=args.seed,
+                                                                        heldout=False)
+                results[name]["handwritten"] = eval_handwritten(model, tok)
         (d / "eval.json").write_text(json.dumps(results[name], indent=1) + "\n")
     if args.json:
         print(json.dumps(results, indent=1))
@@ -110,13 +120,31 @@ def _eval(args) -> int:
     return 0
 
 
+def reading_rows(name: str, c: dict) -> list[tuple]:
+    """In-world vs out-of-world rows (zoo v2's bars are on the out-of-world set)."""
+    o, i, h = c.get("out_of_world"), c.get("reading_in_distribution"), c.get("handwritten")
+    if not o:
+        return []
+    return [
+        (name, "OUT-OF-WORLD context-QA exact match", f"{o['context_qa_em']:.1%}", ">= 85%"),
+        (name, "  same generator, trained phrasings", f"{i['context_qa_em']:.1%}" if i else "-", "reported"),
+        (name, "  hand-written questions", f"{h['context_qa_em']:.1%}" if h else "-", "reported"),
+        (name, "OUT-OF-WORLD calculator operands copied", f"{o['calc_operands_copied']:.1%}", ">= 98%"),
+        (name, "OUT-OF-WORLD calculator answer right", f"{o['calc_answer_right']:.1%}", ">= 95%"),
+        (name, "OUT-OF-WORLD tool-call format valid", f"{o['tool_format_valid']:.1%}", ">= 98%"),
+        (name, "OUT-OF-WORLD unknown entity -> 'not found'", f"{o['unknown_said_unknown']:.1%}", ">= 90%"),
+        (name, "OUT-OF-WORLD follow-up keeps the first turn", f"{o['followup_em']:.1%}", ">= 80%"),
+    ]
+
+
 def table(results: dict) -> str:
     rows = [("model", "figure", "value", "bar")]
     b = results.get("tiny-base")
     if b:
         rows.append(("tiny-base", "validation perplexity", f"{b['val_perplexity']:.2f}", "reported"))
-    c = results.get("tiny-chat")
-    if c:
+    for name, c in results.items():
+        if "chat" not in name:
+            continue
         rows += [
             ("tiny-chat", "context-QA exact match", f"{c['context_qa_em']:.1%}", ">= 90%"),
             ("tiny-chat", "tool-call format valid", f"{c['tool_format_valid']:.1%}", ">= 95%"),
@@ -124,6 +152,8 @@ def table(results: dict) -> str:
             ("tiny-chat", "multiplication, no tool", f"{c['calc_no_tool']:.1%}", "reported"),
             ("tiny-chat", "lookup tool answers", f"{c['lookup_correct']:.1%}", "reported"),
         ]
+        rows = [(name if r[0] == "tiny-chat" else r[0], *r[1:]) for r in rows]
+        rows += reading_rows(name, c)
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(r[i].ljust(w[i]) for i in range(4)) for r in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
