@@ -21,12 +21,13 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..errors import LabkitError, LabkitUsageError
@@ -92,17 +93,81 @@ def reply_to_message(raw: str, *, tool_names: Sequence[str] | None = None) -> AI
     return AIMessage(content=content, response_metadata=meta)
 
 
-class ZooFormatChatModel(BaseChatModel):
-    """Base of the chat models that speak the zoo format: messages -> prompt text -> reply text -> AIMessage."""
+@dataclass
+class _CallOptions:
+    """What one call asks of the generator beyond the prompt."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    prefix: str = ""                    # text the reply is forced to start with (tool_choice)
+    stop: list[str] = field(default_factory=list)
+    model: str | None = None            # a per-call model override (``invoke(..., model="tiny-base")``)
+    no_calls: bool = False              # tool_choice="none": the reply may not be a tool call
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (not included); whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _tool_choice_prefix(tool_choice, tools: list[dict]) -> str:
+    """The start a reply is forced to have for ``tool_choice``: ``<|call|>`` for any tool, ``<|call|>name(``
+    for a named one (or when exactly one tool is bound and a call is required)."""
+    if tool_choice in (None, False, "auto", "none"):
+        return ""
+    names = [t["function"]["name"] for t in tools]
+    if tool_choice in (True, "any", "required"):
+        return F.CALL + (names[0] + "(" if len(names) == 1 else "")
+    if isinstance(tool_choice, dict):  # {"type": "function", "function": {"name": ...}} or {"name": ...}
+        tool_choice = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+    if isinstance(tool_choice, str) and tool_choice in names:
+        return F.CALL + tool_choice + "("
+    raise LabkitUsageError(f"tool_choice {tool_choice!r} names no bound tool; bound: {', '.join(names) or 'none'}")
+
+
+class ZooFormatChatModel(BaseChatModel):
+    """Base of the chat models that speak the zoo format: messages -> prompt text -> reply text -> AIMessage.
+
+    ``stream()`` yields ``AIMessageChunk``s: text as it is generated; a tool call (a reply that starts with
+    ``<|call|>``) as one chunk once it is complete; the last chunk (``chunk_position="last"``) carries the usage,
+    ``model_name`` and the raw reply. ``stop`` strings end the reply (they are not included in it).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
     system_prompt: str | None = Field(default="auto", description="'auto': the prompt the model was trained with")
+    stop: list[str] | None = Field(default=None, description="strings that end the reply (not included)")
 
     def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        """Bind tools (any LangChain tool, function or schema). ``tool_choice``: ``"auto"`` (the model decides),
+        ``"none"`` (no tools in the prompt, and ``<|call|>`` cannot be generated), ``"any"``/``"required"`` (the reply is forced to start with
+        ``<|call|>``) or a tool's name (forced to start with ``<|call|>name(``)."""
         from langchain_core.utils.function_calling import convert_to_openai_tool
 
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        _tool_choice_prefix(tool_choice, formatted)  # a bad name fails here, not at the first call
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
 
+    # ------------------------------------------------------------------------------------------- naming
+    def _model_label(self, override: str | None = None) -> str:
+        """The model's name as reported in ``response_metadata["model_name"]`` and LangSmith parameters."""
+        return override or self._llm_type
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_provider="labkit", ls_model_name=self._model_label(kwargs.get("model")),
+                                 ls_model_type="chat")
+        temperature = getattr(self, "temperature", None)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = getattr(self, "max_new_tokens", None)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        stops = stop or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
+
+    # ------------------------------------------------------------------------------------------- prompt
     def prompt_messages(self, messages: Sequence[BaseMessage], tools: list | None) -> list[dict]:
         dicts = to_zoo_messages(messages)
         if self.system_prompt and not any(d["role"] == "system" for d in dicts):
@@ -111,37 +176,100 @@ class ZooFormatChatModel(BaseChatModel):
             dicts.insert(0, {"role": "system", "content": text})
         return dicts
 
+    def _prepare(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict):
+        tools = kwargs.get("tools") or []
+        choice = kwargs.get("tool_choice")
+        prefix = _tool_choice_prefix(choice, tools) if tools else ""
+        dicts = self.prompt_messages(messages, [] if choice == "none" else tools)
+        prompt = F.format_chat(dicts, add_generation_prompt=True)
+        opts = _CallOptions(prefix=prefix, stop=list(stop if stop is not None else self.stop or []),
+                            model=kwargs.get("model"), no_calls=choice == "none")
+        return prompt, dicts, tools, opts
+
+    # ------------------------------------------------------------------------------------------- generation
     def _complete(self, prompt: str, dicts: list[dict]) -> tuple[str, dict]:
         """Return (generated text of the assistant turn, usage dict)."""
         raise NotImplementedError
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        tools = kwargs.get("tools") or []
-        dicts = self.prompt_messages(messages, tools)
-        prompt = F.format_chat(dicts, add_generation_prompt=True)
-        t0 = time.perf_counter()
-        raw, usage = self._complete(prompt, dicts)
-        seconds = time.perf_counter() - t0
+    def _run(self, prompt: str, dicts: list[dict], opts: _CallOptions) -> tuple[str, dict]:
+        """(raw assistant turn, usage) for one call; models that can honour ``opts`` override this."""
+        return self._complete(prompt, dicts)
+
+    def _run_stream(self, prompt: str, dicts: list[dict], opts: _CallOptions, usage: dict) -> Iterator[str]:
+        """Pieces of the raw assistant turn as they are generated (this default: all of it at once)."""
+        raw, u = self._run(prompt, dicts, opts)
+        usage.update(u or {})
+        yield raw
+
+    def _finish(self, raw: str, prompt: str, tools: list, opts: _CallOptions, usage: dict,
+                seconds: float) -> AIMessage:
+        """The ``AIMessage`` for a whole raw reply (stop strings applied), with the standard metadata."""
+        raw, stopped = _cut_at_stop(raw, opts.stop)
         msg = reply_to_message(raw, tool_names=[t["function"]["name"] for t in tools])
-        msg.response_metadata.update({"prompt": prompt, "seconds": seconds, "model": self._llm_type})
+        limit = getattr(self, "max_new_tokens", None)
+        cut_short = bool(limit and usage and usage.get("output", 0) >= limit)
+        ended = stopped or F.END in raw or F.EOT in raw or not cut_short
+        finish = "tool_calls" if msg.tool_calls else "stop" if ended else "length"
+        msg.response_metadata.update({"prompt": prompt, "seconds": seconds, "model": self._llm_type,
+                                      "model_name": self._model_label(opts.model), "model_provider": "labkit",
+                                      "finish_reason": finish})
         if usage:
             msg.usage_metadata = {"input_tokens": usage.get("input", 0), "output_tokens": usage.get("output", 0),
                                   "total_tokens": usage.get("input", 0) + usage.get("output", 0)}
+        return msg
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        prompt, dicts, tools, opts = self._prepare(messages, stop, kwargs)
+        t0 = time.perf_counter()
+        raw, usage = self._run(prompt, dicts, opts)
+        msg = self._finish(raw, prompt, tools, opts, usage, time.perf_counter() - t0)
         return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        # (BaseChatModel.stream reports each chunk to the callbacks itself)
+        prompt, dicts, tools, opts = self._prepare(messages, stop, kwargs)
+        t0 = time.perf_counter()
+        usage: dict = {}
+        raw, sent, stopped = "", 0, False
+        hold = max([len(s) - 1 for s in opts.stop if s] + [0])
+        for piece in self._run_stream(prompt, dicts, opts, usage):
+            raw += piece
+            if stopped:
+                continue  # the reply has ended; generation is stopping (its usage comes at the end)
+            text, stopped = _cut_at_stop(raw, [*opts.stop, F.END, F.EOT])
+            text = text.lstrip()
+            if text.startswith(F.CALL) or F.CALL.startswith(text):
+                continue  # a tool call (or maybe the start of one): sent whole at the end
+            if not stopped and hold:  # keep back what may be the start of a stop string
+                text = text[:max(0, len(text) - hold)]
+            text = text.rstrip()  # and trailing spaces (the reply is stripped)
+            if len(text) > sent:
+                delta, sent = text[sent:], len(text)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+        msg = self._finish(raw, prompt, tools, opts, usage, time.perf_counter() - t0)
+        rest = msg.content[sent:] if not (msg.tool_calls or msg.invalid_tool_calls) else msg.content
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content=rest, tool_calls=msg.tool_calls, invalid_tool_calls=msg.invalid_tool_calls,
+            usage_metadata=msg.usage_metadata, response_metadata=msg.response_metadata, chunk_position="last"))
 
 
 class ZooChatModel(ZooFormatChatModel):
     """A zoo causal LM (``tiny-chat``) as a LangChain chat model that makes tool calls in the zoo format.
 
-    ``ZooChatModel(model_name="tiny-chat")`` loads through ``labkit.models.load``; ``ZooChatModel(loaded=lm)``
-    takes anything with ``.model`` and ``.tokenizer`` (tests use a small random Llama).
+    ``ZooChatModel(model_name="tiny-chat")`` (or ``model=``) loads through ``labkit.models.load`` (cached per
+    process); ``ZooChatModel(loaded=lm)`` takes anything with ``.model`` and ``.tokenizer`` (tests use a small
+    random Llama). LangChain's standard parameters: ``max_tokens`` (= ``max_new_tokens``), ``temperature``,
+    ``stop``, ``timeout`` (seconds of generation, transformers' ``max_time``); ``invoke(..., model=name)`` runs
+    another zoo model or local folder for that call.
     """
 
-    model_name: str = "tiny-chat"
-    max_new_tokens: int = 64
+    model_name: str = Field(default="tiny-chat", alias="model")
+    max_new_tokens: int = Field(default=64, alias="max_tokens")
     temperature: float = 0.0
     seed: int = 0
+    timeout: float | None = Field(default=None, description="stop generating after this many seconds")
     _lm: Any = PrivateAttr(default=None)
 
     def __init__(self, loaded=None, **kwargs):
@@ -152,26 +280,37 @@ class ZooChatModel(ZooFormatChatModel):
     def _llm_type(self) -> str:
         return f"labkit-zoo:{self.model_name}"
 
+    def _model_label(self, override: str | None = None) -> str:
+        return override or self.model_name
+
+    @staticmethod
+    def _load(name: str):
+        from .. import models
+
+        lm = models.load(name)
+        if lm.kind != "causal-lm":
+            raise LabkitUsageError(f"{name!r} is a {lm.kind}, not a causal language model; "
+                                   f"use tiny-chat, openai:<url> or gguf:<path>")
+        return lm
+
     @property
     def lm(self):
         if self._lm is None:
-            from .. import models
-
-            self._lm = models.load(self.model_name)
-            if self._lm.kind != "causal-lm":
-                raise LabkitUsageError(f"{self.model_name!r} is a {self._lm.kind}, not a causal language model; "
-                                       f"use tiny-chat, openai:<url> or gguf:<path>")
+            self._lm = self._load(self.model_name)
         return self._lm
 
-    def _complete(self, prompt: str, dicts: list[dict]) -> tuple[str, dict]:
+    def _lm_for(self, override: str | None):
+        return self.lm if not override or override == self.model_name else self._load(override)
+
+    def _gen_setup(self, prompt: str, opts: _CallOptions):
         import torch
 
         from ..runtime import configure_torch
 
         configure_torch()
-        lm = self.lm
+        lm = self._lm_for(opts.model)
         tok, model = lm.tokenizer, lm.model
-        ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = tok(prompt + opts.prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]
         limit = int(getattr(model.config, "max_position_embeddings", 512) or 512) - self.max_new_tokens
         if ids.shape[1] > limit:  # keep the start (BOS + system) and the most recent turns
             ids = torch.cat([ids[:, :1], ids[:, -(limit - 1):]], dim=1)
@@ -184,11 +323,104 @@ class ZooChatModel(ZooFormatChatModel):
             gen_kwargs.update(do_sample=True, temperature=self.temperature)
         else:
             gen_kwargs.update(do_sample=False)
+        if self.timeout:
+            gen_kwargs["max_time"] = float(self.timeout)
+        call_id = tok.convert_tokens_to_ids(F.CALL)
+        if opts.no_calls and isinstance(call_id, int) and call_id >= 0:
+            gen_kwargs["suppress_tokens"] = [call_id]  # tool_choice="none": <|call|> cannot be generated
+        if opts.stop:
+            gen_kwargs["stopping_criteria"] = _stop_criteria(tok, ids.shape[1], opts.stop)
+        return tok, model, ids, gen_kwargs
+
+    def _complete(self, prompt: str, dicts: list[dict]) -> tuple[str, dict]:
+        return self._run(prompt, dicts, _CallOptions(stop=list(self.stop or [])))
+
+    def _run(self, prompt: str, dicts: list[dict], opts: _CallOptions) -> tuple[str, dict]:
+        import torch
+
+        tok, model, ids, gen_kwargs = self._gen_setup(prompt, opts)
         with torch.no_grad():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), **gen_kwargs)
         new = out[0, ids.shape[1]:]
-        raw = tok.decode(new, skip_special_tokens=False)
+        raw = opts.prefix + tok.decode(new, skip_special_tokens=False)
         return raw, {"input": int(ids.shape[1]), "output": int(new.shape[0])}
+
+    def _run_stream(self, prompt: str, dicts: list[dict], opts: _CallOptions, usage: dict) -> Iterator[str]:
+        """Generate in a worker thread; hand out the decoded text as tokens arrive (whole characters only)."""
+        import queue
+        import threading
+
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        tok, model, ids, gen_kwargs = self._gen_setup(prompt, opts)
+        q: queue.Queue = queue.Queue()
+        done = object()
+
+        class _Streamer(BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:  # generate() first puts the prompt
+                    self.prompt_seen = True
+                    return
+                q.put([int(x) for x in value.reshape(-1).tolist()])
+
+            def end(self):
+                pass
+
+        def work():
+            try:
+                with torch.no_grad():
+                    model.generate(ids, attention_mask=torch.ones_like(ids), streamer=_Streamer(), **gen_kwargs)
+                q.put(done)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                q.put(exc)
+
+        worker = threading.Thread(target=work, name="labkit-zoo-stream", daemon=True)
+        worker.start()
+        new: list[int] = []
+        sent = ""
+        if opts.prefix:
+            sent = opts.prefix
+            yield opts.prefix
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                new.extend(item)
+                text = opts.prefix + tok.decode(new, skip_special_tokens=False)
+                if text.endswith("\ufffd") or not text.startswith(sent):
+                    continue  # half a UTF-8 character: wait for the next token
+                if len(text) > len(sent):
+                    yield text[len(sent):]
+                    sent = text
+            text = opts.prefix + tok.decode(new, skip_special_tokens=False)
+            if text.startswith(sent) and len(text) > len(sent):
+                yield text[len(sent):]
+        finally:
+            worker.join()
+        usage.update({"input": int(ids.shape[1]), "output": len(new)})
+
+
+def _stop_criteria(tok, n_prompt: int, stops: Sequence[str]):
+    """A transformers stopping criterion: stop once the generated text contains one of ``stops``."""
+    from transformers.generation import StoppingCriteria, StoppingCriteriaList
+
+    longest = max(len(s) for s in stops)
+
+    class _StopStrings(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            done = [any(s and s in tok.decode(row[n_prompt:][-(longest + 8):], skip_special_tokens=False)
+                        for s in stops) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_StopStrings()])
 
 
 class ScriptedChatModel(ZooFormatChatModel):
