@@ -286,8 +286,22 @@ def test_langchain_retriever_and_vectorstore(index):
     store.add_documents([Document(page_content="Lanterns are made in Keehaven.", metadata={"source": "a"}, id="a"),
                          Document(page_content="Salt comes from Wustmouth.", metadata={"source": "b"}, id="b")])
     hits = store.similarity_search("Where are lanterns made?", k=1)
-    assert hits[0].metadata["doc_id"] == "a"
+    # a vector store gives back the id and the metadata a document was added with
+    assert hits[0].id == "a" and hits[0].metadata == {"source": "a"}
     assert store.delete(["a"]) and list(fresh.docs) == ["b"]
+    assert store.delete(["not-there"]) and list(fresh.docs) == ["b"]
+    # a document longer than a chunk: the matching chunk comes back (with its offset); get_by_ids gives it whole
+    long = " ".join(f"Sentence {i} is about the town of Ommer and its {i} wells." for i in range(12))
+    store.add_documents([Document(page_content=long, metadata={"kind": "long"})], ids=["long"])
+    hit = store.similarity_search("Ommer wells", k=1)[0]
+    assert hit.id == "long" and hit.metadata["kind"] == "long" and hit.page_content in long
+    assert long[hit.metadata["start_index"]:].startswith(hit.page_content)
+    assert store.get_by_ids(["long", "b", "gone"])[0].page_content == long
+    assert [d.id for d in store.get_by_ids(["long", "b", "gone"])] == ["long", "b"]
+    # the retriever: k per call, the document's metadata kept next to the chunk's
+    docs = fresh.as_retriever(k=3).invoke("Ommer wells", k=1)
+    assert len(docs) == 1 and docs[0].metadata["kind"] == "long" and docs[0].metadata["doc_id"] == "long"
+    assert Index("recursive").as_retriever().invoke("anything") == []  # an empty index finds nothing
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
