@@ -93,7 +93,7 @@ def sft_examples(seed: int, n: int, split: str = "train", stream: str = "v2-sft"
 
 def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "base", "chat"),
              threads: int | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
-             ckpt_dir=None, log_file=None) -> dict:
+             ckpt_dir=None, log_file=None, chat_from=None, sft_seed: int | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -121,7 +121,8 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         log(f"tokenizer: {len(tok)} tokens in {time.perf_counter() - t0:.0f}s")
         _write_json(tok_dir / "build.json", {"vocab_size": len(tok), "docs": R["tokenizer_docs"], "seed": seed,
                                              "recipe": result["recipe"], "letters": len(LETTER_INVENTORY)})
-    tok = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
+    tok = PreTrainedTokenizerFast.from_pretrained(str(Path(chat_from) if chat_from and "tokenizer" not in stages
+                                                      else tok_dir))
     seq, bs = R["seq_len"], R["batch_size"]
     tokps_guess = 3500 if not quick else 20000
 
@@ -156,20 +157,23 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
 
     chat_dir = out / "tiny-chat"
     if "chat" in stages:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        # chat_from: continue fine-tuning a chat model (e.g. the shipped tiny-chat-v2) on a fresh stream of chats
+        init = Path(chat_from) if chat_from else base_dir
+        model = AutoModelForCausalLM.from_pretrained(str(init), dtype=torch.float32)
         n_params = sum(p.numel() for p in model.parameters())
         budget = R["sft_minutes"] and R["sft_minutes"] * 60
         steps = R["sft_steps"] if not budget else int(budget * tokps_guess * 1.6 / (bs * seq))
         t0 = time.perf_counter()
         n_examples = int(steps * bs * (seq / 110)) + 100
-        ids, lab = pack_sft(tok, sft_examples(seed, n_examples), seq)
+        stream = "v2-sft" if sft_seed is None else f"v2-sft-{sft_seed}"
+        ids, lab = pack_sft(tok, sft_examples(seed, n_examples, stream=stream), seq)
         val_ids, val_lab = pack_sft(tok, sft_examples(seed, 400 if not quick else 100, "val"), seq)
         log(f"fine-tuning data: {n_examples} chats -> {ids.shape[0]} rows in {time.perf_counter() - t0:.0f}s; "
             f"up to {steps} steps")
         stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=R["sft_lr"], warmup=min(100, steps // 10),
                       seed=seed, val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log,
                       log_every=max(1, min(100, steps // 20)), time_budget=budget,
-                      checkpoint=str(ckpt_dir / "chat.pt"))
+                      checkpoint=str(ckpt_dir / f"chat-{stream}.pt"))
         vl = evaluate_loss(model, val_ids, val_lab)
         log(f"tiny-chat v2: val loss (assistant tokens) {vl:.3f}; {stats.tokens_per_s:,.0f} tok/s, "
             f"{stats.seconds / 60:.1f} min")
@@ -177,7 +181,7 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         tok.save_pretrained(str(chat_dir))
         info = {"recipe": result["recipe"], "parameters": n_params, "steps": stats.steps, "tokens": stats.tokens,
                 "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s, "mfu_vs_170gflops": stats.mfu(),
-                "val_loss": vl, "init": "tiny-base", "lr": R["sft_lr"], "batch": [bs, seq], "seed": seed,
+                "val_loss": vl, "init": str(chat_from or "tiny-base"), "stream": stream, "lr": R["sft_lr"], "batch": [bs, seq], "seed": seed,
                 "examples": n_examples, "mix": {"sft": SFT_MIX, "world": WORLD_CHAT_MIX, "reading": Reading.CHAT_MIX},
                 "losses": stats.losses, "evals": stats.evals, "host": host}
         _write_json(chat_dir / "train.json", info)
@@ -195,10 +199,13 @@ def main(argv=None) -> int:
     p.add_argument("--pre-minutes", type=float, default=None)
     p.add_argument("--sft-minutes", type=float, default=None)
     p.add_argument("--log", type=Path, default=None)
+    p.add_argument("--chat-from", type=Path, default=None,
+                   help="--stage chat: continue from this chat model folder (e.g. labkit/zoo/weights/tiny-chat-v2)")
+    p.add_argument("--sft-seed", type=int, default=None, help="a fresh stream of fine-tuning chats")
     a = p.parse_args(argv)
     stages = ("tokenizer", "base", "chat") if a.stage == "all" else (a.stage,)
     build_v2(a.out, quick=a.quick, seed=a.seed, stages=stages, threads=a.threads, pre_minutes=a.pre_minutes,
-             sft_minutes=a.sft_minutes, log_file=a.log)
+             sft_minutes=a.sft_minutes, log_file=a.log, chat_from=a.chat_from, sft_seed=a.sft_seed)
     return 0
 
 

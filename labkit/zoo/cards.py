@@ -115,10 +115,27 @@ def write_cards(folder: Path) -> None:
                   "```", "", "Limits: a toy. It writes the world's kind of sentences and nothing else; facts about "
                   "real things are beyond it.", ""]
         (base / "README.md").write_text("\n".join(lines))
-    if chat.is_dir():
+    for chat in (folder / "tiny-chat", folder / "tiny-chat-v2"):
+        if chat.is_dir():
+            _chat_card(chat)
+    _tokenizer_card(folder)
+
+
+V2_INTRO = ("Zoo v2 (a preview, still training): a fresh tokenizer and model trained on the synthetic world *and* "
+            "on the reading corpus of `labkit.zoo.reading` (passages from faker/wordfreq pools of 25 locales, 29 "
+            "relations with several phrasings, distractor facts, tool traces with 1-7 digit operands, lookups of "
+            "unknown people, two-turn chats), so that the answer can only come from the passage. Pre-trained, "
+            "then fully fine-tuned (loss on the assistant's tokens), by `python -m labkit.zoo.build_v2`; the "
+            "training checkpoints and resumes, so it can be continued in parts.")
+
+
+def _chat_card(chat: Path) -> None:
+    if True:
         t, e = _load(chat / "train.json"), _load(chat / "eval.json")
+        v2 = chat.name.endswith("-v2")
         lines = [
-            "# tiny-chat", "",
+            f"# {chat.name}", "",
+            V2_INTRO if v2 else
             "tiny-base fine-tuned (full fine-tuning, loss on the assistant's tokens only) on chats: context "
             "question answering, calculator and lookup tool use with the observation fed back, and simple "
             "instructions. Built by `labkit zoo build`.", "",
@@ -153,12 +170,15 @@ def write_cards(folder: Path) -> None:
             lines.append("(run `labkit zoo eval`)")
         lines += reading_lines(e)
         lines += ["## Use", "", "```python", "import labkit", "from labkit.zoo.evaluate import run_chat",
-                  "lm = labkit.load('tiny-chat')",
+                  f"lm = labkit.load('{chat.name}')",
                   "out = run_chat(lm.model, lm.tokenizer, [[{'role': 'user', 'content': 'What is 123 times 45?'}]])",
                   "print(out[0]['reply'])", "```", "",
                   "Limits: it only handles the kinds of requests it was trained on, in the same phrasing; "
                   "without the calculator its multiplication is a guess.", ""]
         (chat / "README.md").write_text("\n".join(lines))
+
+
+def _tokenizer_card(folder: Path) -> None:
     tok = folder / "tokenizer"
     if tok.is_dir():
         (tok / "README.md").write_text(
