@@ -13,7 +13,6 @@ What changed from v1 (``build.py``), and why (see ``../shared/notes`` in the rep
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import formats as F
-from .build import _load_json, _log_to, _write_json
+from .build import _log_to, _write_json
 from .corpus import Corpus
 from .reading import LETTER_INVENTORY, Reading
 
@@ -145,14 +144,9 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         vl = evaluate_loss(model, val)
         log(f"tiny-base v2: val loss {vl:.3f} ppl {math.exp(vl):.2f}; {stats.tokens_per_s:,.0f} tok/s, "
             f"MFU {stats.mfu():.0%}, {stats.seconds / 60:.1f} min")
-        model.save_pretrained(str(base_dir), safe_serialization=True)
-        tok.save_pretrained(str(base_dir))
-        info = {"recipe": result["recipe"], "parameters": n_params, "steps": stats.steps, "tokens": stats.tokens,
-                "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s, "mfu_vs_170gflops": stats.mfu(),
-                "val_loss": vl, "val_perplexity": math.exp(vl), "lr": R["pre_lr"], "batch": [bs, seq], "seed": seed,
-                "mix": PRE_MIX, "losses": stats.losses, "evals": stats.evals, "host": host}
-        _write_json(base_dir / "train.json", info)
-        result["tiny-base"] = info
+        result["tiny-base"] = _save(model, tok, base_dir, stats, vl, n_params, result["recipe"], host,
+                                    lr=R["pre_lr"], batch=[bs, seq], seed=seed, val_perplexity=math.exp(vl),
+                                    mix=PRE_MIX)
         del model
 
     chat_dir = out / "tiny-chat"
@@ -177,16 +171,22 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         vl = evaluate_loss(model, val_ids, val_lab)
         log(f"tiny-chat v2: val loss (assistant tokens) {vl:.3f}; {stats.tokens_per_s:,.0f} tok/s, "
             f"{stats.seconds / 60:.1f} min")
-        model.save_pretrained(str(chat_dir), safe_serialization=True)
-        tok.save_pretrained(str(chat_dir))
-        info = {"recipe": result["recipe"], "parameters": n_params, "steps": stats.steps, "tokens": stats.tokens,
-                "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s, "mfu_vs_170gflops": stats.mfu(),
-                "val_loss": vl, "init": str(chat_from or "tiny-base"), "stream": stream, "lr": R["sft_lr"], "batch": [bs, seq], "seed": seed,
-                "examples": n_examples, "mix": {"sft": SFT_MIX, "world": WORLD_CHAT_MIX, "reading": Reading.CHAT_MIX},
-                "losses": stats.losses, "evals": stats.evals, "host": host}
-        _write_json(chat_dir / "train.json", info)
-        result["tiny-chat"] = info
+        result["tiny-chat"] = _save(model, tok, chat_dir, stats, vl, n_params, result["recipe"], host,
+                                    init=str(chat_from or "tiny-base"), stream=stream, lr=R["sft_lr"],
+                                    batch=[bs, seq], seed=seed, examples=n_examples,
+                                    mix={"sft": SFT_MIX, "world": WORLD_CHAT_MIX, "reading": Reading.CHAT_MIX})
     return result
+
+
+def _save(model, tok, folder: Path, stats, val_loss: float, n_params: int, recipe: str, host: dict, **extra) -> dict:
+    """Weights, tokenizer and ``train.json`` (what the model card is written from)."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tok.save_pretrained(str(folder))
+    info = {"recipe": recipe, "parameters": n_params, "steps": stats.steps, "tokens": stats.tokens,
+            "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s, "mfu_vs_170gflops": stats.mfu(),
+            "val_loss": val_loss, **extra, "losses": stats.losses, "evals": stats.evals, "host": host}
+    _write_json(folder / "train.json", info)
+    return info
 
 
 def main(argv=None) -> int:
