@@ -168,6 +168,7 @@ def test_resume_reproduces_uninterrupted_losses(toy, chats):
     assert second.losses == pytest.approx(full.losses, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow  # reads the run "t_resumed" that test_resume_reproduces_uninterrupted_losses (slow) leaves
 def test_resume_needs_a_run_and_the_same_settings(toy, chats):
     from labkit.finetune import finetune
 
