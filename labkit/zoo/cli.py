@@ -14,8 +14,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=None, help="target folder (default: the package's zoo/weights)")
     b.add_argument("--quick", action="store_true", help="a micro model in about a minute (for tests; not shipped)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--stage", choices=["all", "tokenizer", "base", "chat"], default="all",
-                   help="build only one stage (later stages read the earlier ones from --out)")
+    b.add_argument("--stage", choices=["all", "tokenizer", "base", "chat", "reader"], default="all",
+                   help="build only one stage (later stages read the earlier ones from --out); reader: the "
+                        "extractive reader minilm-reader (MiniLM + LoRA + span head, not part of 'all')")
+    b.add_argument("--reader-minutes", type=float, default=25.0, help="the reader's training budget (default 25)")
     b.add_argument("--pre-steps", type=int, default=None, help="pre-training steps (default: the recipe's)")
     b.add_argument("--sft-steps", type=int, default=None, help="fine-tuning steps (default: the recipe's)")
     b.add_argument("--pre-minutes", type=float, default=None, help="pre-training wall-clock budget (default 18)")
@@ -58,6 +60,16 @@ def _build(args) -> int:
     from .build import WEIGHTS, build
 
     out = args.out or WEIGHTS
+    if args.stage == "reader":
+        from ..rag.reader_eval import calibrate
+        from ..rag.train_reader import train_reader
+
+        folder = Path(out) / "minilm-reader"
+        train_reader(folder, minutes=None if args.quick else args.reader_minutes, steps=5 if args.quick else 100_000,
+                     n_items=200 if args.quick else None, seed=args.seed, threads=args.threads)
+        if not args.no_eval and not args.quick:
+            calibrate(folder)
+        return 0
     stages = ("tokenizer", "base", "chat") if args.stage == "all" else (args.stage,)
     common = dict(quick=args.quick, seed=args.seed, pre_steps=args.pre_steps, sft_steps=args.sft_steps,
                   pre_minutes=args.pre_minutes, budget=not args.no_budget, threads=args.threads)

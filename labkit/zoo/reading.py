@@ -579,7 +579,7 @@ class Reading:
         question = question[0].upper() + question[1:]
         answer = slots["A"]
         return {"context": " ".join(facts), "question": question, "answer": answer, "relation": rel,
-                "sentences": len(facts)}
+                "sentences": len(facts), "fact": first}
 
     def _take(self, n: int, stream: str, make) -> list[dict]:
         r = random.Random(f"{self.seed}:{stream}:{self.heldout}")

