@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LabkitError, LabkitUsageError
+from .viewable import Viewable
 
 VIEWS = ("head", "model", "matrix", "bertviz")
 DEFAULT_MODEL = "tiny-base"
@@ -30,7 +31,7 @@ THUMB = 32  # thumbnail side (pixels) in the model view
 
 
 @dataclass
-class AttentionResult:
+class AttentionResult(Viewable):
     """Attention weights of one forward pass."""
 
     model: str
@@ -47,7 +48,6 @@ class AttentionResult:
     implementation: str = ""
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    _widget: Any = field(default=None, repr=False, compare=False)
 
     # -------------------------------------------------------------------------------------------- numbers
     @property
@@ -101,53 +101,6 @@ class AttentionResult:
             lines.append(f"  … {self.n_tokens - limit} more tokens")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    def _html(self) -> str:
-        """A static heatmap table (no JavaScript): what nbconvert, CI logs and plain viewers show."""
-        w = self.weights()
-        n = min(self.n_tokens, 40)
-        esc = html.escape
-        parts = [f"<div class='labkit-attend-static'><div><b>{esc(self.summary())}</b></div>",
-                 "<table style='border-collapse:collapse;font:11px monospace'><tr><td></td>"]
-        parts += [f"<td style='writing-mode:vertical-rl;padding:1px'>{esc(t)}</td>" for t in self.tokens[:n]]
-        parts.append("</tr>")
-        for i in range(n):
-            parts.append(f"<tr><td style='text-align:right;padding-right:4px'>{esc(self.tokens[i])}</td>")
-            for j in range(n):
-                masked = self.causal and j > i
-                bg = "#e5e7eb" if masked else f"rgba(37,99,235,{float(w[i, j]):.3f})"
-                parts.append(f"<td title='{esc(self.tokens[i])} → {esc(self.tokens[j])}: {float(w[i, j]):.3f}' "
-                             f"style='width:12px;height:12px;background:{bg}'></td>")
-            parts.append("</tr>")
-        parts.append("</table>")
-        if self.n_tokens > n:
-            parts.append(f"<div><i>first {n} of {self.n_tokens} tokens shown</i></div>")
-        parts += [f"<div><i>note: {esc(x)}</i></div>" for x in self.notes]
-        parts.append("</div>")
-        return "".join(parts)
-
-    def widget(self, view: str | None = None):
-        """The interactive view (an anywidget); built once and reused."""
-        from .widgets.attention import AttentionWidget
-
-        if self._widget is None:
-            self._widget = AttentionWidget.from_result(self, view=view or self.view)
-        elif view:
-            self._widget.view = view
-        return self._widget
-
-    def show(self, view: str | None = None):
-        from IPython.display import display
-
-        if view == "bertviz":
-            display(bertviz_view(self))
-        else:
-            display(self.widget(view))
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from .widgets import mimebundle
-
-        return mimebundle(repr(self), self._html(), self.widget)
 
 
 def check_index(value: int, size: int, what: str) -> int:

@@ -161,11 +161,12 @@ def find_lab(name: str | os.PathLike) -> Path | None:
 
 
 def _shell():
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return None
-    return get_ipython()
+    """The IPython shell this code runs in, or None. IPython is not imported for this: a process that has not
+    imported it runs in no shell (this module stays plain Python, usable from scripts and graders)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None else None
 
 
 _CELLS_CACHE: dict[Path, tuple[float, frozenset[str]]] = {}
@@ -358,8 +359,8 @@ def solution(exercise: str | int, lab: str | os.PathLike | None = None) -> None:
         sol.note = ("you had solved it already, so it stays solved" if status(entry) == "solved" else
                     "recorded in your progress; a correct check from now on counts as solved with help")
     if _shell() is not None:
-        from IPython.display import display
+        from .viewable import display
 
-        display(sol)
+        display(sol)  # the view layer shows it in the notebook
     else:
         print(sol)

@@ -14,13 +14,13 @@ search); labkit adds a streamer that hands out text as tokens arrive, and reads 
 """
 from __future__ import annotations
 
-import html
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import LabkitError, LabkitUsageError
+from .viewable import Viewable
 
 DEFAULT_MODEL = "tiny-base"
 TOP_N = 20  # next-token candidates kept per step
@@ -162,7 +162,7 @@ class KVTiming:
 
 
 @dataclass
-class GenerateResult:
+class GenerateResult(Viewable):
     model: str
     prompt: str
     text: str  # the generated continuation
@@ -176,7 +176,6 @@ class GenerateResult:
     steps: list[Step] | None = None
     lens: list[list[LensRow]] | None = None  # per step: one row per layer
     kv: KVTiming | None = None
-    _widget: Any = field(default=None, repr=False, compare=False)
     _regenerate: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -202,39 +201,6 @@ class GenerateResult:
             lines.append(repr(self.kv))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    def _html(self) -> str:
-        esc = html.escape
-        parts = [f"<div class='labkit-generate-static'><div style='white-space:pre-wrap;font-family:monospace'>"
-                 f"<span style='color:#6b7280'>{esc(self.prompt)}</span>"]
-        for k, t in enumerate(self.tokens):
-            p = self.steps[k].prob if self.steps else None
-            bg = f"background:rgba(37,99,235,{0.15 + 0.6 * (1 - p):.2f});" if p is not None else ""
-            title = f" title='p={p:.3f}'" if p is not None else ""
-            parts.append(f"<span style='{bg}border-radius:2px'{title}>{esc(t)}</span>")
-        parts.append(f"</div><div style='color:#6b7280'>{esc(self.summary())}</div>")
-        if self.kv:
-            parts.append(f"<div>{esc(repr(self.kv))}</div>")
-        parts += [f"<div><i>note: {esc(n)}</i></div>" for n in self.notes]
-        parts.append("</div>")
-        return "".join(parts)
-
-    def widget(self):
-        from .widgets.generate import GenerateWidget
-
-        if self._widget is None:
-            self._widget = GenerateWidget.from_result(self)
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from .widgets import mimebundle
-
-        return mimebundle(repr(self), self._html(), self.widget)
 
 
 # ------------------------------------------------------------------------------------------------ streaming

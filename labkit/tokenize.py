@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .errors import LabkitError, LabkitUsageError
+from .viewable import Viewable
 
 BUILTIN = {
     "cl100k": "GPT-4's byte-level BPE (tiktoken cl100k_base, bundled offline)",
@@ -284,7 +285,7 @@ def _only_escapes(text: str) -> bool:
 
 
 @dataclass
-class TokenizeResult:
+class TokenizeResult(Viewable):
     """Tokens of one text under one tokenizer: counts for the whole text, spans for a window."""
 
     tokenizer: str
@@ -296,7 +297,6 @@ class TokenizeResult:
     notes: list[str] = field(default_factory=list)
     vocab_size: int | None = None
     _encoded: Encoded | None = field(default=None, repr=False)
-    _widget: object = field(default=None, repr=False)
 
     @property
     def n_tokens(self) -> int:
@@ -333,31 +333,15 @@ class TokenizeResult:
         return (f"{self.tokenizer}: {self.n_tokens:,} tokens, {self.n_chars:,} characters, "
                 f"{self.chars_per_token:.2f} chars/token")
 
-    def widget(self):
-        from .widgets.tokens import TokenWidget
-
-        if self._widget is None:
-            self._widget = TokenWidget.from_results([self])
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return _bundle([self], self)
-
     def __repr__(self):
         return _text_view([self])
 
 
 @dataclass
-class CompareResult:
+class CompareResult(Viewable):
     """Several tokenizers on the same text."""
 
     results: list[TokenizeResult]
-    _widget: object = field(default=None, repr=False)
 
     def __getitem__(self, name) -> TokenizeResult:
         for r in self.results:
@@ -368,21 +352,6 @@ class CompareResult:
     def table(self) -> list[dict]:
         return [{"tokenizer": r.tokenizer, "tokens": r.n_tokens, "chars": r.n_chars,
                  "chars_per_token": round(r.chars_per_token, 3), "vocab_size": r.vocab_size} for r in self.results]
-
-    def widget(self):
-        from .widgets.tokens import TokenWidget
-
-        if self._widget is None:
-            self._widget = TokenWidget.from_results(self.results)
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return _bundle(self.results, self)
 
     def __repr__(self):
         return _text_view(self.results)
@@ -398,39 +367,6 @@ def _text_view(results: list[TokenizeResult], limit: int = 60) -> str:
         for note in r.notes:
             lines.append(f"  note: {note}")
     return "\n".join(lines)
-
-
-_PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fecaca", "#ddd6fe", "#fed7aa", "#a5f3fc", "#f5d0fe"]
-
-
-def _html_view(results: list[TokenizeResult], limit: int = 400) -> str:
-    import html
-
-    parts = ['<div class="labkit-tokens-static" style="font-family:monospace">']
-    for r in results:
-        parts.append(f"<div><b>{html.escape(r.tokenizer)}</b> — {r.n_tokens:,} tokens · {r.n_chars:,} characters · "
-                     f"{r.chars_per_token:.2f} chars/token</div><div style='white-space:pre-wrap;line-height:1.8'>")
-        for k, s in enumerate(r.spans[:limit]):
-            idx = r.window_start + k
-            if s.gap:
-                parts.append(html.escape(s.gap))
-            title = f"#{idx} id {s.id} bytes {s.data.hex(' ')}"
-            parts.append(f"<span title='{title}' style='background:{_PALETTE[idx % len(_PALETTE)]};"
-                         f"border-radius:3px;padding:0 1px'>{html.escape(s.text)}</span>")
-        if r.n_tokens > min(limit, len(r.spans)):
-            parts.append(f" <i>… {r.n_tokens - min(limit, len(r.spans)):,} more tokens</i>")
-        parts.append("</div>")
-        for note in r.notes:
-            parts.append(f"<div><i>note: {html.escape(note)}</i></div>")
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _bundle(results, owner):
-    """Widget view where a widget front end exists, with HTML and text fallbacks for everywhere else."""
-    from .widgets import mimebundle
-
-    return mimebundle(_text_view(results), _html_view(results), owner.widget)
 
 
 # --------------------------------------------------------------------------------------------------- engine
@@ -468,7 +404,7 @@ TRAINABLE = ("bpe", "wordpiece", "unigram")
 
 
 @dataclass
-class TrainResult:
+class TrainResult(Viewable):
     """A tokenizer trained live, registered under ``name``."""
 
     name: str
@@ -486,19 +422,6 @@ class TrainResult:
 
     def __repr__(self):
         return self.summary() + "\n" + repr(self.sample)
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        import html
-
-        data = _bundle([self.sample], self.sample)
-        rows = (self.merges[:40] and [f"{i + 1}. {a!r} + {b!r} → {a + b!r}" for i, (a, b) in enumerate(self.merges[:40])]
-                or [f"{p!r}  {s:.3f}" for p, s in self.vocab[:40]])
-        head = (f"<div><b>{html.escape(self.name)}</b>: {self.algorithm}, vocabulary {self.vocab_size:,}. "
-                f"{'Merges in the order they were learned' if self.merges else 'Learned entries'}:</div>"
-                f"<pre style='max-height:12em;overflow:auto'>{html.escape(chr(10).join(rows))}</pre>")
-        data["text/html"] = head + data["text/html"]
-        data["text/plain"] = self.summary() + "\n" + data["text/plain"]
-        return data
 
 
 def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, name: str | None = None,

@@ -1,10 +1,10 @@
 """What an agent run leaves behind: a list of steps (model turns, tool calls, notes) and the final answer."""
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from ..viewable import Viewable
 
 
 @dataclass
@@ -53,7 +53,7 @@ def _args(args: dict) -> str:
 
 
 @dataclass
-class AgentResult:
+class AgentResult(Viewable):
     """One agent run: the task, every step, the final answer (``None`` when it stopped before one)."""
 
     task: str
@@ -65,8 +65,6 @@ class AgentResult:
     seconds: float = 0.0
     max_steps: int = 0
     messages: list = field(default_factory=list, repr=False)
-    _widget: Any = field(default=None, repr=False)
-    _live: bool = field(default=False, repr=False)
 
     # -- numbers -------------------------------------------------------------------------------------------
     @property
@@ -116,45 +114,5 @@ class AgentResult:
         lines = [f"task: {self.task}"] + [f"{i + 1:>2}. {s.line()}" for i, s in enumerate(self.steps)]
         return "\n".join(lines + [self.summary()])
 
-    def widget(self):
-        from ..widgets.trace import TraceWidget
-
-        if self._widget is None:
-            self._widget = TraceWidget.from_result(self)
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
     def _repr_html_(self) -> str:
-        return html_view(self)
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        if self._live:  # the live widget is already on screen above: do not draw it twice
-            return {"text/plain": self.summary()}
-        from ..widgets import mimebundle
-
-        return mimebundle(repr(self), html_view(self), self.widget)
-
-
-_COLORS = {"model": "#eef2ff", "tool": "#ecfdf5", "note": "#fef3c7"}
-
-
-def html_view(r: AgentResult) -> str:
-    e = html.escape
-    parts = ["<div style='font-family:system-ui,sans-serif;font-size:13px'>",
-             f"<div><b>Task:</b> {e(r.task)}</div><ol style='padding-left:1.5em'>"]
-    for s in r.steps:
-        bg = "#fee2e2" if s.error else _COLORS.get(s.kind, "#fff")
-        parts.append(f"<li style='background:{bg};margin:2px 0;padding:2px 6px;border-radius:4px'>"
-                     f"<code>{e(s.line())}</code></li>")
-    parts.append("</ol>")
-    if r.answer is not None:
-        parts.append(f"<div style='border-left:4px solid #16a34a;padding:4px 8px'><b>Answer:</b> {e(r.answer)}</div>")
-    else:
-        parts.append(f"<div style='border-left:4px solid #d97706;padding:4px 8px'><b>No answer:</b> "
-                     f"{e(str(r.stopped))}</div>")
-    parts.append(f"<div style='color:#666'>{e(r.summary().splitlines()[0])}</div></div>")
-    return "".join(parts)
+        return self.html()

@@ -25,7 +25,8 @@ def finetune(*args, **kwargs):
 
 
 def __getattr__(name):
-    if name in ("FinetuneResult", "METHODS", "generate", "score", "linear_module_names", "resolve_model", "heldout_loss"):
+    if name in ("FinetuneResult", "METHODS", "generate", "score", "linear_module_names", "resolve_model", "heldout_loss",
+                "SESSION_CURVES"):
         from . import engine
 
         return getattr(engine, name)

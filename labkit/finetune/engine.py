@@ -30,6 +30,8 @@ from typing import Any
 
 from ..errors import LabkitError, LabkitUsageError
 from ..runtime import check_memory, human_bytes
+from ..viewable import Viewable
+from ..watch import OnProgress, Progress, Reporter
 from . import runs
 from .callbacks import REWARD_KEYS, Curve, LiveCallback, StopSignal, interrupt_stops
 from .data import Dataset, load_data
@@ -44,7 +46,7 @@ SESSION_CURVES: list[Curve] = []
 
 # ------------------------------------------------------------------------------------------------------- result
 @dataclass
-class FinetuneResult:
+class FinetuneResult(Viewable):
     """One training run: what was trained, the curves and the measured figures, where it was saved."""
 
     name: str
@@ -68,8 +70,6 @@ class FinetuneResult:
     log_history: list = field(default_factory=list, repr=False)
     config: dict = field(default_factory=dict, repr=False)
     resumed_from: int | None = None
-    _widget: Any = field(default=None, repr=False)
-    _shown: bool = field(default=False, repr=False)
 
     @property
     def losses(self) -> list[float]:
@@ -126,50 +126,8 @@ class FinetuneResult:
     def __repr__(self):
         return self.summary()
 
-    def widget(self):
-        if self._widget is None:
-            from ..widgets.training import TrainingWidget
-
-            self._widget = TrainingWidget([self.curve])
-            self._widget.refresh({"run": self.name, "state": "stopped" if self.stopped else "done",
-                                  "step": self.step, "max_steps": self.max_steps, "tokens_per_s": self.tokens_per_s,
-                                  "elapsed_s": self.seconds, "memory": self.peak_memory,
-                                  "reward_label": self.curve.reward_label, "message": self.stop_reason,
-                                  "loss": self.losses[-1] if self.losses else None,
-                                  "reward": self.rewards[-1] if self.rewards else None})
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
     def _repr_html_(self):
-        import html
-
-        return "<pre style='font-size:12px'>" + html.escape(self.summary()) + "</pre>" + _svg(self.curve)
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        if self._shown:  # the live view is already on screen above: no second copy
-            return {"text/plain": self.summary(), "text/html": self._repr_html_()}
-        from ..widgets import mimebundle
-
-        return mimebundle(self.summary(), self._repr_html_(), self.widget)
-
-
-def _svg(curve: Curve, w: int = 360, h: int = 110) -> str:
-    """A small static loss curve (what nbconvert and plain front ends show instead of the live view)."""
-    pts = [(s, l) for s, l in zip(curve.steps, curve.loss) if l is not None]
-    if len(pts) < 2:
-        return ""
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    y1 = y1 if y1 > y0 else y0 + 1
-    path = " ".join(f"{'M' if i == 0 else 'L'}{5 + (x - x0) / max(1, x1 - x0) * (w - 10):.1f},"
-                    f"{5 + (1 - (y - y0) / (y1 - y0)) * (h - 20):.1f}" for i, (x, y) in enumerate(pts))
-    return (f"<svg width='{w}' height='{h}' style='border:1px solid #e5e7eb'><path d='{path}' fill='none' "
-            f"stroke='#2563eb' stroke-width='1.5'/><text x='5' y='{h - 4}' font-size='10' fill='#6b7280'>loss "
-            f"{ys[0]:.3f} → {ys[-1]:.3f} over {x1} steps</text></svg>")
+        return self.html()
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -360,16 +318,6 @@ class _quiet:
         return False
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-
-        ip = get_ipython()
-        return ip is not None and hasattr(ip, "kernel")
-    except Exception:  # noqa: BLE001
-        return False
-
-
 # ------------------------------------------------------------------------------------------------------- engine
 def finetune(model, data=None, method: str = "lora", *, name: str | None = None, tokenizer=None,
              rank: int = 8, alpha: float | None = None, targets=None, dropout: float = 0.0, lora: bool = False,
@@ -380,15 +328,24 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
              reward="arithmetic", num_generations: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
              gradient_checkpointing: bool = False, bf16: bool = False, bits: int = 4,
              output_dir: str | os.PathLike | None = None, show: bool | None = None, overlay: bool = True,
-             stop: StopSignal | None = None, warmup_steps: int = 0, scheduler: str = "linear") -> FinetuneResult:
+             stop: StopSignal | None = None, warmup_steps: int = 0, scheduler: str = "linear",
+             on_progress: OnProgress | None = None) -> FinetuneResult:
     """Train ``model`` on ``data`` with ``method``; save, register under ``name`` and return a FinetuneResult.
 
     ``data``: a list of records, a datasets.Dataset, a .jsonl/.json/.txt path or text (formats: see
     ``labkit.finetune.data``). ``steps`` or ``epochs`` (default 1 epoch). ``lr`` default depends on the method.
     ``lora=True`` trains DPO/GRPO/reward through LoRA adapters too. ``resume=True`` continues run ``name`` from its
     latest checkpoint (same arguments: the same losses as an uninterrupted run). ``stop``: a StopSignal to end
-    the run from code (the view's Stop button and a kernel interrupt do the same).
+    the run from code (the view's Stop button and a kernel interrupt do the same). ``on_progress``: called with
+    a ``labkit.watch.Progress`` (kind ``"train"``; ``item`` the live Curve, ``info`` loss, tokens/s, ETA, memory)
+    as the run goes on: ``%%finetune`` passes its training view's callback, a script may pass
+    ``labkit.watch.tqdm_progress()``. The engine displays nothing itself: ``show=True`` is ignored (with a warning)
+    and ``overlay`` is for the view that a caller builds (``labkit.widgets.training.LiveView``).
     """
+    if show:
+        warnings.warn("finetune(show=True) no longer displays a view (the engine draws nothing): pass "
+                      "on_progress=labkit.widgets.training.LiveView(), or use %%finetune", DeprecationWarning,
+                      stacklevel=2)
     if method not in METHODS:
         raise LabkitUsageError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
     _check_numbers(steps=steps, epochs=epochs, lr=lr, batch=batch, rank=rank, alpha=alpha, grad_accum=grad_accum,
@@ -519,17 +476,14 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
     if resume and previous_ckpt is not None:
         _restore_curve(curve, previous_ckpt)
     stop = stop or StopSignal()
-    show = _in_kernel() if show is None else show
-    widget = None
-    if show:
-        from ..widgets.training import TrainingWidget
+    report = Reporter(on_progress)
 
-        earlier = [c for c in SESSION_CURVES if c.name != name][-5:] if overlay else []
-        widget = TrainingWidget(earlier + [curve])
-        from IPython.display import display
+    def on_update(curve_now: Curve, status: dict) -> None:
+        report(Progress("train", done=int(status.get("step") or 0), total=status.get("max_steps") or max_steps,
+                        state=status.get("state", "running"), message=status.get("message") or "",
+                        item=curve_now, info=status))
 
-        display(widget)
-    live = LiveCallback(curve, stop, widget)
+    live = LiveCallback(curve, stop, on_update=on_update if report else None)
 
     t0 = time.perf_counter()
     with _quiet():
@@ -566,8 +520,7 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
         step=trainer.state.global_step, max_steps=max_steps, stopped=live.stopped_early, stop_reason=stop.reason,
         seconds=seconds, tokens=live.tokens, peak_memory=live.peak_memory, trainable_params=trainable,
         total_params=total, checkpoint=runs.latest_checkpoint(folder), log_history=list(trainer.state.log_history),
-        config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None,
-        _widget=widget, _shown=widget is not None)
+        config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None)
     _write_card(folder, result)
     SESSION_CURVES[:] = [c for c in SESSION_CURVES if c.name != name] + [curve]
     if base._tmp:

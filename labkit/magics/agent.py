@@ -5,6 +5,7 @@ Thin layer over ``labkit.agent.run`` (no torch/transformers/langchain import at 
 from __future__ import annotations
 
 from ..errors import LabkitUsageError
+from ..widgets import attach
 from ._base import Magic, MagicParser, require_body
 
 parser = MagicParser(
@@ -61,8 +62,7 @@ def run(args, body, shell):
     on_step = None
     approver = None
     if _has_front_end(shell):
-        from IPython.display import display
-
+        from ..widgets import display
         from ..widgets.trace import TraceWidget
 
         widget = TraceWidget.live(task.strip(), args.model, [t.name for t in tools])
@@ -89,8 +89,7 @@ def run(args, body, shell):
         raise
     if widget is not None:
         widget.finish(result)
-        result._widget = widget
-        result._live = True
+        attach(result, widget, live=True)  # the live trace above is the result's view: not drawn twice
     return result
 
 
@@ -108,7 +107,7 @@ def _run_in_background(widget, args, ns, kwargs):
             widget.running, widget.stopped = False, str(exc)
             return
         widget.finish(result)
-        result._widget, result._live = widget, True
+        attach(result, widget, live=True)
         widget.result = result
         if args.out:
             ns[args.out] = result

@@ -81,14 +81,26 @@ def run(args, body, shell):
             raise LabkitUsageError(f"--reward {reward!r}: use arithmetic, exact, brevity or the name of a function "
                                    f"f(completions, **columns) -> list of floats defined in the notebook")
         reward = fn
-    return finetune(
+    view = stop = None
+    if not args.quiet and getattr(shell, "kernel", None) is not None:  # a notebook: the live training view
+        from ..finetune import SESSION_CURVES, StopSignal
+        from ..widgets import attach
+        from ..widgets.training import LiveView
+
+        stop = StopSignal()
+        earlier = [c for c in SESSION_CURVES if c.name != args.out][-5:] if not args.no_overlay else []
+        view = LiveView(earlier, stop).display()
+    result = finetune(
         model, data, args.method, name=args.out, rank=args.rank, alpha=args.alpha, targets=args.targets,
         lora=args.lora, steps=args.steps, epochs=args.epochs, lr=args.lr, batch=args.batch,
         grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, resume=args.resume,
         skip_bad=args.skip_bad, data_format=args.data_format, merge=args.merge, save_every=args.save_every,
         beta=args.beta, reward=reward, num_generations=args.generations, max_new_tokens=args.max_new_tokens,
         bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, overlay=not args.no_overlay,
-        show=False if args.quiet else None)
+        stop=stop, on_progress=view)
+    if view is not None:
+        attach(result, view.widget, live=True)
+    return result
 
 
 MAGICS = [Magic("finetune", "cell", parser, run)]

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LabkitError, LabkitUsageError
-from .index import Hit, Retrieval, encoder, terms
+from ..viewable import Viewable
+from .retrieval import Hit, Retrieval, encoder, terms
 from .reader import IDK
 
 _SENT = re.compile(r"[^.!?\n]+(?:[.!?]+|$)")
@@ -29,7 +30,7 @@ _PRONOUNS = {"he", "she", "it", "they", "him", "her", "his", "its", "their", "th
 
 
 @dataclass
-class RagResult:
+class RagResult(Viewable):
     """One question answered: the retrieval (all retrievers' lists), the answer and the chunks it cites."""
 
     question: str
@@ -60,31 +61,12 @@ class RagResult:
         lines += repr(self.retrieval).splitlines()[1 + len(self.retrieval.notices):]
         return "\n".join(lines)
 
-    def widget(self):
-        if getattr(self, "_widget", None) is None:
-            from ..widgets.retrieval import RetrievalWidget
-
-            self._widget = RetrievalWidget.from_results([self])
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from .views import bundle
-
-        return bundle([self], self)
-
     def _repr_html_(self):
-        from .views import html_view
-
-        return html_view([self])
+        return self.html()
 
 
 @dataclass
-class RagResults:
+class RagResults(Viewable):
     """Several questions (one per cell line)."""
 
     results: list[RagResult]
@@ -100,23 +82,6 @@ class RagResults:
 
     def __repr__(self):
         return "\n\n".join(repr(r) for r in self.results)
-
-    def widget(self):
-        if getattr(self, "_widget", None) is None:
-            from ..widgets.retrieval import RetrievalWidget
-
-            self._widget = RetrievalWidget.from_results(self.results)
-        return self._widget
-
-    def show(self):
-        from IPython.display import display
-
-        display(self.widget())
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        from .views import bundle
-
-        return bundle(self.results, self)
 
 
 # --------------------------------------------------------------------------------------------------- extractive

@@ -20,7 +20,8 @@ from langchain_core.vectorstores import VectorStore
 
 from ..errors import LabkitUsageError
 from .chunking import Chunk
-from .index import Hit, Index, _jsonable, encoder
+from .index import Index  # Index.as_retriever() hands out these faces; from_texts builds an Index
+from .retrieval import Hit, _jsonable, encoder
 
 
 def _doc_metadata(index: Index, doc_id: str) -> dict:

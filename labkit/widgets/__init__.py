@@ -1,10 +1,24 @@
-"""Python halves of the anywidget widgets. The front-end ES modules and CSS live in the top-level ``widgets/``
-folder (shipped inside the wheel as ``labkit/_widgets``); no CDN, no network.
+"""The view layer: a view module per kind of engine result, and the Python halves of the anywidget widgets.
 
-Array data travels as binary buffers (``bytes`` traits), never as JSON lists of numbers.
+The front-end ES modules and CSS live in the top-level ``widgets/`` folder (shipped inside the wheel as
+``labkit/_widgets``); no CDN, no network. Array data travels as binary buffers (``bytes`` traits), never as JSON
+lists of numbers.
+
+Views depend on engines, never the reverse. An engine's result inherits ``labkit.viewable.Viewable``, whose
+``widget()`` / ``show()`` / ``html()`` / ``_repr_mimebundle_`` come here (lazily) and are answered by the view
+module that ``VIEWS`` names for the result's class. A view module has
+
+- ``widget(result, **options)``: a new interactive view of the result (an anywidget);
+- ``html(result)``: the static HTML form (what nbconvert, CI logs and plain front ends show);
+- optionally ``update(widget, **options)`` (options given again to a view already built),
+  ``show(result, **options)`` (a display of its own) and ``live_bundle(result)`` (what the cell's value shows
+  when a live view of the same work is already on screen above it).
+
+The text form is always the result's ``repr``.
 """
 from __future__ import annotations
 
+import importlib
 from array import array
 from pathlib import Path
 
@@ -67,3 +81,93 @@ def payload_bytes(widget) -> int:
 
     state, _paths, buffers = _remove_buffers(widget.get_state())
     return len(json.dumps(state, default=str).encode()) + sum(len(memoryview(b).cast("B")) for b in buffers)
+
+
+# ------------------------------------------------------------------------------------------------- result views
+#: result class (module.qualname) -> the view module of this package that draws it
+VIEWS = {
+    "labkit.tokenize.TokenizeResult": "tokens",
+    "labkit.tokenize.CompareResult": "tokens",
+    "labkit.tokenize.TrainResult": "tokens",
+    "labkit.attend.AttentionResult": "attention",
+    "labkit.generate.GenerateResult": "generate",
+    "labkit.finetune.engine.FinetuneResult": "training",
+    "labkit.agent.trace.AgentResult": "trace",
+    "labkit.rag.answer.RagResult": "retrieval",
+    "labkit.rag.answer.RagResults": "retrieval",
+}
+
+_STATE = "_labkit_view"  # where a result keeps its built view: {"widget": ..., "live": bool}
+
+
+def view_module(result):
+    """The view module for ``result`` (its class, or the nearest base class that has a view)."""
+    for cls in type(result).__mro__:
+        name = VIEWS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if name:
+            return importlib.import_module(f"{__name__}.{name}")
+    raise TypeError(f"labkit has no view for a {type(result).__name__}; views: {', '.join(sorted(VIEWS))}")
+
+
+def _state(result) -> dict:
+    state = result.__dict__.get(_STATE)
+    if state is None:
+        state = {"widget": None, "live": False}
+        object.__setattr__(result, _STATE, state)
+    return state
+
+
+def widget(result, *args, **options):
+    """The interactive view of ``result``: built once, then reused (options given again update it)."""
+    mod, state = view_module(result), _state(result)
+    if state["widget"] is None:
+        state["widget"] = mod.widget(result, *args, **options)
+    elif (args or options) and hasattr(mod, "update"):
+        mod.update(state["widget"], *args, **options)
+    return state["widget"]
+
+
+def attach(result, view, live: bool = True) -> None:
+    """Give ``result`` the view that watched its work live (a magic's progress view), so that the result reuses
+    it; ``live``: that view is already on screen, and the cell's value does not draw it a second time."""
+    state = _state(result)
+    state["widget"], state["live"] = view, bool(live)
+
+
+def is_live(result) -> bool:
+    """Whether a live view of ``result``'s work is already on screen."""
+    return bool(result.__dict__.get(_STATE, {}).get("live"))
+
+
+def html(result) -> str:
+    return view_module(result).html(result)
+
+
+def show(result, *args, **options) -> None:
+    mod = view_module(result)
+    if hasattr(mod, "show"):
+        mod.show(result, *args, **options)
+    else:
+        display(widget(result, *args, **options))
+
+
+def bundle(result) -> dict:
+    """What the cell's value shows: the widget where a front end draws widgets, HTML and text elsewhere."""
+    mod = view_module(result)
+    if is_live(result):  # the live view is already on screen above: no second copy
+        if hasattr(mod, "live_bundle"):
+            return mod.live_bundle(result)
+        return {"text/plain": repr(result)}
+    return mimebundle(repr(result), mod.html(result), lambda: widget(result))
+
+
+def display(obj) -> None:
+    """Display ``obj`` in the notebook (or IPython shell) this runs in; print it anywhere else."""
+    from IPython import get_ipython
+
+    if get_ipython() is None:
+        print(obj)
+        return
+    from IPython.display import display as ipy_display
+
+    ipy_display(obj)

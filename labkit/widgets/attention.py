@@ -87,3 +87,51 @@ class AttentionWidget(anywidget.AnyWidget):
     def __repr__(self):
         return (f"AttentionWidget({self.model_name}: {self.n_tokens} tokens, {self.n_layers} layers × "
                 f"{self.n_heads} heads, view={self.view})")
+
+
+# --------------------------------------------------------------------------------------------- result views
+def widget(result, view: str | None = None):
+    return AttentionWidget.from_result(result, view=view or result.view)
+
+
+def update(w, view: str | None = None) -> None:
+    if view:
+        w.view = view
+
+
+def show(result, view: str | None = None) -> None:
+    from . import display, widget as view_of
+
+    if view == "bertviz":
+        from ..attend import bertviz_view
+
+        display(bertviz_view(result))
+    else:
+        display(view_of(result, view=view))
+
+
+def html(result) -> str:
+    """A static heatmap table (no JavaScript): what nbconvert, CI logs and plain viewers show."""
+    import html as _html
+
+    w = result.weights()
+    n = min(result.n_tokens, 40)
+    esc = _html.escape
+    parts = [f"<div class='labkit-attend-static'><div><b>{esc(result.summary())}</b></div>",
+             "<table style='border-collapse:collapse;font:11px monospace'><tr><td></td>"]
+    parts += [f"<td style='writing-mode:vertical-rl;padding:1px'>{esc(t)}</td>" for t in result.tokens[:n]]
+    parts.append("</tr>")
+    for i in range(n):
+        parts.append(f"<tr><td style='text-align:right;padding-right:4px'>{esc(result.tokens[i])}</td>")
+        for j in range(n):
+            masked = result.causal and j > i
+            bg = "#e5e7eb" if masked else f"rgba(37,99,235,{float(w[i, j]):.3f})"
+            parts.append(f"<td title='{esc(result.tokens[i])} → {esc(result.tokens[j])}: {float(w[i, j]):.3f}' "
+                         f"style='width:12px;height:12px;background:{bg}'></td>")
+        parts.append("</tr>")
+    parts.append("</table>")
+    if result.n_tokens > n:
+        parts.append(f"<div><i>first {n} of {result.n_tokens} tokens shown</i></div>")
+    parts += [f"<div><i>note: {esc(x)}</i></div>" for x in result.notes]
+    parts.append("</div>")
+    return "".join(parts)

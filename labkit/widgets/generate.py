@@ -125,3 +125,27 @@ class GenerateWidget(anywidget.AnyWidget):
 
     def __repr__(self):
         return f"GenerateWidget({self.summary})"
+
+
+# --------------------------------------------------------------------------------------------- result views
+def widget(result):
+    return GenerateWidget.from_result(result)
+
+
+def html(result) -> str:
+    """Generated tokens shaded by how unlikely each was, the summary and the notes (no JavaScript)."""
+    from html import escape as esc
+
+    parts = [f"<div class='labkit-generate-static'><div style='white-space:pre-wrap;font-family:monospace'>"
+             f"<span style='color:#6b7280'>{esc(result.prompt)}</span>"]
+    for k, t in enumerate(result.tokens):
+        p = result.steps[k].prob if result.steps else None
+        bg = f"background:rgba(37,99,235,{0.15 + 0.6 * (1 - p):.2f});" if p is not None else ""
+        title = f" title='p={p:.3f}'" if p is not None else ""
+        parts.append(f"<span style='{bg}border-radius:2px'{title}>{esc(t)}</span>")
+    parts.append(f"</div><div style='color:#6b7280'>{esc(result.summary())}</div>")
+    if result.kv:
+        parts.append(f"<div>{esc(repr(result.kv))}</div>")
+    parts += [f"<div><i>note: {esc(n)}</i></div>" for n in result.notes]
+    parts.append("</div>")
+    return "".join(parts)

@@ -59,3 +59,62 @@ class TokenWidget(anywidget.AnyWidget):
                 changed = True
         if changed:
             self.rows = rows
+
+
+# --------------------------------------------------------------------------------------------- result views
+def _rows(result) -> list:
+    """The TokenizeResults a result shows: itself, a comparison's results, or a trained tokenizer's sample."""
+    if hasattr(result, "results"):
+        return list(result.results)
+    if hasattr(result, "sample"):
+        return [result.sample]
+    return [result]
+
+
+def widget(result, **kwargs):
+    if hasattr(result, "sample"):  # a trained tokenizer: the view of its sample (one view, shared)
+        from . import widget as view_of
+
+        return view_of(result.sample)
+    return TokenWidget.from_results(_rows(result), **kwargs)
+
+
+_PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fecaca", "#ddd6fe", "#fed7aa", "#a5f3fc", "#f5d0fe"]
+
+
+def html_rows(results, limit: int = 400) -> str:
+    import html
+
+    parts = ['<div class="labkit-tokens-static" style="font-family:monospace">']
+    for r in results:
+        parts.append(f"<div><b>{html.escape(r.tokenizer)}</b> — {r.n_tokens:,} tokens · {r.n_chars:,} characters · "
+                     f"{r.chars_per_token:.2f} chars/token</div><div style='white-space:pre-wrap;line-height:1.8'>")
+        for k, s in enumerate(r.spans[:limit]):
+            idx = r.window_start + k
+            if s.gap:
+                parts.append(html.escape(s.gap))
+            title = f"#{idx} id {s.id} bytes {s.data.hex(' ')}"
+            parts.append(f"<span title='{title}' style='background:{_PALETTE[idx % len(_PALETTE)]};"
+                         f"border-radius:3px;padding:0 1px'>{html.escape(s.text)}</span>")
+        if r.n_tokens > min(limit, len(r.spans)):
+            parts.append(f" <i>… {r.n_tokens - min(limit, len(r.spans)):,} more tokens</i>")
+        parts.append("</div>")
+        for note in r.notes:
+            parts.append(f"<div><i>note: {html.escape(note)}</i></div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def html(result) -> str:
+    body = html_rows(_rows(result))
+    if not hasattr(result, "sample"):
+        return body
+    import html as _html
+
+    r = result  # a trained tokenizer: what it learned, then its sample
+    rows = (r.merges[:40] and [f"{i + 1}. {a!r} + {b!r} → {a + b!r}" for i, (a, b) in enumerate(r.merges[:40])]
+            or [f"{p!r}  {s:.3f}" for p, s in r.vocab[:40]])
+    head = (f"<div><b>{_html.escape(r.name)}</b>: {r.algorithm}, vocabulary {r.vocab_size:,}. "
+            f"{'Merges in the order they were learned' if r.merges else 'Learned entries'}:</div>"
+            f"<pre style='max-height:12em;overflow:auto'>{_html.escape(chr(10).join(rows))}</pre>")
+    return head + body

@@ -71,3 +71,35 @@ class TraceWidget(anywidget.AnyWidget):
 
     def __repr__(self):
         return f"TraceWidget({self.summary or self.task})"
+
+
+# --------------------------------------------------------------------------------------------- result views
+def widget(result):
+    return TraceWidget.from_result(result)
+
+
+def live_bundle(result) -> dict:
+    """The live trace is already on screen above the cell's value: the value is the summary only."""
+    return {"text/plain": result.summary()}
+
+
+_COLORS = {"model": "#eef2ff", "tool": "#ecfdf5", "note": "#fef3c7"}
+
+
+def html(r) -> str:
+    from html import escape as e
+
+    parts = ["<div style='font-family:system-ui,sans-serif;font-size:13px'>",
+             f"<div><b>Task:</b> {e(r.task)}</div><ol style='padding-left:1.5em'>"]
+    for s in r.steps:
+        bg = "#fee2e2" if s.error else _COLORS.get(s.kind, "#fff")
+        parts.append(f"<li style='background:{bg};margin:2px 0;padding:2px 6px;border-radius:4px'>"
+                     f"<code>{e(s.line())}</code></li>")
+    parts.append("</ol>")
+    if r.answer is not None:
+        parts.append(f"<div style='border-left:4px solid #16a34a;padding:4px 8px'><b>Answer:</b> {e(r.answer)}</div>")
+    else:
+        parts.append(f"<div style='border-left:4px solid #d97706;padding:4px 8px'><b>No answer:</b> "
+                     f"{e(str(r.stopped))}</div>")
+    parts.append(f"<div style='color:#666'>{e(r.summary().splitlines()[0])}</div></div>")
+    return "".join(parts)
