@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import session
 from .errors import LabkitError, LabkitUsageError
 from .runtime import check_memory, human_bytes
 
@@ -328,7 +329,8 @@ def _hub_snapshot(repo_id: str) -> Path:
         raise LabkitError(f"Could not download {repo_id!r} from the hub ({type(exc).__name__}: {exc}). {fix}") from None
 
 
-_registered: dict[str, Path] = {}  # names given to models made in this session (e.g. %%finetune --out NAME)
+# names given to models made in this session (e.g. %%finetune --out NAME): the session registry's models
+_registered: dict[str, Path] = session.store("model")
 
 
 def register(name: str, path: str | os.PathLike) -> None:

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from . import session
 from .errors import LabkitError, LabkitUsageError
 from .viewable import Viewable
 
@@ -36,7 +37,7 @@ ALIASES = {"minilm": "bert", "gpt4": "cl100k", "cl100k_base": "cl100k", "byte": 
 DEFAULT_WINDOW = 1000
 
 _CACHE: dict[str, "Tokenizer"] = {}
-_TRAINED: dict[str, "Tokenizer"] = {}
+_TRAINED: dict[str, "Tokenizer"] = session.store("tokenizer")  # the session registry's tokenizers
 
 
 # --------------------------------------------------------------------------------------------------- spans
@@ -494,7 +495,7 @@ def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, nam
                        key=lambda ps: -ps[1])
     hf = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]")
     tok = HFTokenizer(name, hf, f"{algorithm} trained here ({tk.get_vocab_size():,} tokens)")
-    _TRAINED[name] = tok
+    session.add("tokenizer", name, tok)
     _CACHE.pop(name, None)
     sample = tokenize("\n".join(texts)[:200_000], name)
     return TrainResult(name, algorithm, tk.get_vocab_size(), merges, vocab, sample, hf)
@@ -510,7 +511,4 @@ def _readable(piece: str, inv: dict[str, int]) -> str:
 
 def forget(name: str | None = None) -> None:
     """Drop trained tokenizers (all of them when name is None)."""
-    if name is None:
-        _TRAINED.clear()
-    else:
-        _TRAINED.pop(name, None)
+    session.remove("tokenizer", name)

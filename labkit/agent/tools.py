@@ -171,13 +171,10 @@ def search_tool(retriever, k: int = 3, name: str = "search", arg: str | None = N
 
 
 def _session_index(name: str = "default"):
-    """The session's ``%%rag`` index, when labkit.rag has built one."""
-    try:
-        from .. import rag
-    except ImportError:
-        return None
-    getter = getattr(rag, "session_index", None)
-    return getter(name) if getter else None
+    """The session's ``%%rag`` index called ``name`` (``labkit.session``, kind "index"), or None."""
+    from .. import session
+
+    return session.get("index", name)
 
 
 def builtin_names() -> list[str]:

@@ -21,11 +21,12 @@ import re
 import shutil
 from pathlib import Path
 
+from .. import session
 from ..errors import LabkitError, LabkitUsageError
 
 PARTIAL = ".partial"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-_REGISTERED: dict[str, Path] = {}
+_REGISTERED: dict[str, Path] = session.store("model")  # the session registry's models (one list, with labkit.models)
 
 
 def home() -> Path:
@@ -147,17 +148,16 @@ def write_json_atomic(path: Path, data: dict) -> None:
 def register(name: str, path: str | os.PathLike) -> None:
     """Make ``name`` loadable by the other magics (``%%generate --model NAME``) in this session.
 
-    Uses ``labkit.models.register`` when the registry has it; the finetune engine also resolves the name itself.
+    Through the one model door (``labkit.models.register``, which names it in ``labkit.session``). A folder the
+    door refuses (no config.json: nothing a loader could read) is still named for the finetune engine's own
+    ``resolve``, as before.
     """
-    _REGISTERED[name] = Path(path)
-    try:
-        from .. import models
+    from .. import models
 
-        hook = getattr(models, "register", None)
-        if callable(hook):
-            hook(name, str(path))
-    except Exception:  # noqa: BLE001 - registration is a convenience, never a failure of the training
-        pass
+    try:
+        models.register(name, path)
+    except LabkitUsageError:
+        session.add("model", name, Path(path))
 
 
 def resolve(name: str) -> Path | None:
@@ -172,4 +172,4 @@ def resolve(name: str) -> Path | None:
 
 
 def registered() -> dict[str, Path]:
-    return dict(_REGISTERED)
+    return session.items("model")

@@ -49,9 +49,9 @@ def run(args, body, shell):
         if args.index in ns:
             retriever = ns[args.index]
         else:
-            from ..agent.tools import _session_index
+            from ..rag import session_index
 
-            retriever = _session_index(args.index)
+            retriever = session_index(args.index)
         if retriever is None:
             raise LabkitUsageError(f"--index {args.index}: no variable and no %%rag index named {args.index!r} "
                                    f"in this session; build an index first (e.g. %%rag, or labkit.rag.Index())")

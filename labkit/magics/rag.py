@@ -48,12 +48,11 @@ def run(args, body, shell):
     wanted = ChunkSettings.make(args.chunk or "recursive", args.size, args.overlap)
     report = None
     if args.load:
-        rag._SESSION[args.index] = rag.Index.load(args.load, chunking=wanted if chunk_given else None,
-                                                  name=args.index)
-    ix = rag._SESSION.get(args.index)
+        rag.name_index(args.index, rag.Index.load(args.load, chunking=wanted if chunk_given else None,
+                                                  name=args.index))
+    ix = rag.session_index(args.index)
     if ix is None or (not len(ix) and chunk_given):
-        ix = rag.Index(wanted, name=args.index)
-        rag._SESSION[args.index] = ix
+        ix = rag.name_index(args.index, rag.Index(wanted, name=args.index))
     elif chunk_given and wanted != ix.settings:
         raise LabkitUsageError(
             f"the index {args.index!r} is chunked with {ix.settings}; you asked for {wanted}. Use another "

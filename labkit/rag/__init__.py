@@ -19,7 +19,8 @@ from .evaluate import EvalResult, TuneResult, evaluate, multi_query, tune_fusion
 
 __all__ = ["Index", "ChunkSettings", "Chunk", "chunk_text", "IngestReport", "SourceDoc", "Hit", "Retrieval",
            "MODES", "CHUNK_METHODS", "ask", "search", "evaluate", "knowledge_base", "qa_set",
-           "knowledge_base_index", "multi_query", "Fusion", "tune_fusion", "TuneResult", "contextualize", "RagResult", "RagResults"]
+           "knowledge_base_index", "multi_query", "Fusion", "tune_fusion", "TuneResult", "contextualize", "RagResult", "RagResults",
+           "session_index", "name_index", "forget_index"]
 
 
 def __getattr__(name):
@@ -34,17 +35,34 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-_SESSION: dict[str, Index] = {}
+from .. import session as _session  # noqa: E402
+
+_SESSION: dict[str, Index] = _session.store("index")  # the session registry's indexes (kind "index")
 
 
 def session_index(name: str = "default") -> Index | None:
-    """The named index of this session (what ``%%rag --index NAME`` uses)."""
-    return _SESSION.get(name)
+    """The named index of this session (what ``%%rag --index NAME`` uses), or None."""
+    return _session.get("index", name)
+
+
+def name_index(name: str, index: Index) -> Index:
+    """Name ``index`` in this session (``%%rag --index NAME``, ``ask(q, index=NAME)``); returns it."""
+    if not isinstance(index, Index):
+        from ..errors import LabkitUsageError
+
+        raise LabkitUsageError(f"only a labkit.rag.Index can be named in the session, not a {type(index).__name__}")
+    _session.add("index", name, index)
+    return index
+
+
+def forget_index(name: str | None = None) -> None:
+    """Forget a named index of this session (all of them when ``name`` is None); its saved folder stays."""
+    _session.remove("index", name)
 
 
 def ask(question: str, index: Index | str = "default", **kwargs):
     """Answer ``question`` from an index (an Index or a session name)."""
-    ix = _SESSION.get(index) if isinstance(index, str) else index
+    ix = session_index(index) if isinstance(index, str) else index
     if ix is None:
         from ..errors import LabkitUsageError
 
@@ -54,7 +72,7 @@ def ask(question: str, index: Index | str = "default", **kwargs):
 
 
 def search(question: str, index: Index | str = "default", **kwargs) -> Retrieval:
-    ix = _SESSION.get(index) if isinstance(index, str) else index
+    ix = session_index(index) if isinstance(index, str) else index
     if ix is None:
         from ..errors import LabkitUsageError
 
