@@ -194,11 +194,11 @@ def split_pair(text: str) -> tuple[str, str]:
     else:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if len(lines) != 2:
-            raise LabkitUsageError(f"--pair needs exactly two sentences, one per line (got {len(lines)} non-empty "
+            raise LabkitUsageError(f"`pair` needs exactly two sentences, one per line (got {len(lines)} non-empty "
                                    f"lines); or separate them with |||")
         a, b = lines
     if not a.strip() or not b.strip():
-        raise LabkitUsageError("--pair needs two non-empty sentences, one per line")
+        raise LabkitUsageError("`pair` needs two non-empty sentences, one per line")
     return a.strip(), b.strip()
 
 

@@ -393,7 +393,7 @@ def compare(text: str | bytes, tokenizers: Sequence[str], *, window: int = DEFAU
     """The same text under several tokenizers, for a side-by-side view."""
     names = [t.strip() for t in tokenizers if t and t.strip()]
     if not names:
-        raise LabkitUsageError(f"--compare needs tokenizer names separated by commas, e.g. cl100k,bert,bytes. "
+        raise LabkitUsageError(f"`tokenizers` needs tokenizer names separated by commas, e.g. cl100k,bert,bytes. "
                                f"Available: {', '.join(available())}")
     for name in names:  # fail on the first unknown name before doing any work
         get(name)
@@ -430,12 +430,12 @@ def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, nam
     """Train a BPE (byte-level), WordPiece or Unigram tokenizer on ``texts`` with HF ``tokenizers``."""
     algorithm = (algorithm or "").lower()
     if algorithm not in TRAINABLE:
-        raise LabkitUsageError(f"--train must be one of {', '.join(TRAINABLE)}, not {algorithm!r}")
+        raise LabkitUsageError(f"`algorithm` must be one of {', '.join(TRAINABLE)}, not {algorithm!r}")
     if not isinstance(vocab_size, int) or not 10 <= vocab_size <= 200_000:
-        raise LabkitUsageError(f"--vocab must be a whole number between 10 and 200000, got {vocab_size!r}")
+        raise LabkitUsageError(f"`vocab_size` must be a whole number between 10 and 200000, got {vocab_size!r}")
     if algorithm == "bpe" and vocab_size <= 258:
-        raise LabkitUsageError(f"byte-level BPE starts from 256 byte tokens (+2 special tokens), so --vocab must be "
-                               f"above 258 to learn any merge; got {vocab_size}. Try --vocab 300 or more.")
+        raise LabkitUsageError(f"byte-level BPE starts from 256 byte tokens (+2 special tokens), so `vocab_size` must "
+                               f"be above 258 to learn any merge; got {vocab_size}. Try `vocab_size` 300 or more.")
     if isinstance(texts, str):
         texts = [texts]
     texts = [clean_text(t)[0] for t in texts]

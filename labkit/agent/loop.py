@@ -66,7 +66,7 @@ def build_graph(model, tools: list, *, max_steps: int = 6, approve: bool = False
     from .tools import is_dangerous
 
     if not isinstance(max_steps, int) or not 1 <= max_steps <= 100:
-        raise LabkitUsageError(f"--max-steps must be a whole number from 1 to 100, got {max_steps!r}")
+        raise LabkitUsageError(f"`max_steps` must be a whole number from 1 to 100, got {max_steps!r}")
     rec = recorder or Recorder()
     by_name = {t.name: t for t in tools}
     bound = model.bind_tools(tools) if tools else model

@@ -13,6 +13,7 @@ import logging as _logging
 # bitsandbytes' CPU backend warns at import that an optional hub kernel is missing (we never download it)
 _logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
 
+from .config import FinetuneConfig  # noqa: F401  (light: no torch)
 from .data import DataError, load_data  # noqa: F401  (light: no torch)
 from .runs import register, registered, resolve, runs_dir  # noqa: F401
 

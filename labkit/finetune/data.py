@@ -334,7 +334,7 @@ def adapt(ds: Dataset, method: str) -> Dataset:
     if ds.kind not in METHOD_KINDS[method]:
         need = {"dpo": "preference pairs (prompt/chosen/rejected)", "reward": "preference pairs (prompt/chosen/rejected)",
                 "grpo": "prompts (prompt/answer, or chats whose last assistant turn is the answer)"}.get(method, "examples")
-        raise LabkitUsageError(f"--method {method} needs {need}, but the data is {ds.format}")
+        raise LabkitUsageError(f"`method` {method} needs {need}, but the data is {ds.format}")
     if ds.kind == "preference" and method in ("full", "lora", "qlora"):
         ds.rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in ds.rows]
         ds.kind = "sft"

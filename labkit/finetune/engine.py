@@ -34,11 +34,9 @@ from ..viewable import Viewable
 from ..watch import OnProgress, Progress, Reporter
 from . import runs
 from .callbacks import REWARD_KEYS, Curve, LiveCallback, StopSignal, interrupt_stops
+from .config import DEFAULT_LR, METHODS, PEFT_METHODS, FinetuneConfig  # noqa: F401 (re-exported)
 from .data import Dataset, load_data
 
-METHODS = ("full", "lora", "qlora", "dpo", "grpo", "reward")
-DEFAULT_LR = {"full": 5e-4, "lora": 2e-3, "qlora": 2e-3, "dpo": 5e-5, "grpo": 5e-5, "reward": 5e-4}
-PEFT_METHODS = ("lora", "qlora")
 
 #: curves of this session's runs, overlaid in the next run's view
 SESSION_CURVES: list[Curve] = []
@@ -131,28 +129,6 @@ class FinetuneResult(Viewable):
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def _check_numbers(**values) -> None:
-    rules = {
-        "steps": (1, 1_000_000, int), "epochs": (1e-3, 10_000, float), "lr": (1e-9, 1.0, float),
-        "batch": (1, 4096, int), "rank": (1, 1024, int), "alpha": (1e-6, 1e6, float), "grad_accum": (1, 1024, int),
-        "max_length": (8, 1_000_000, int), "save_every": (0, 1_000_000, int), "beta": (0.0, 100.0, float),
-        "num_generations": (2, 256, int), "max_new_tokens": (1, 4096, int), "temperature": (1e-3, 10.0, float),
-        "keep_checkpoints": (1, 1000, int), "seed": (0, 2**32 - 1, int), "bits": (4, 8, int),
-    }
-    for key, v in values.items():
-        if v is None or key not in rules:
-            continue
-        lo, hi, typ = rules[key]
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
-        if typ is int and ok:
-            ok = float(v).is_integer()
-        if not ok:
-            kind = "a whole number" if typ is int else "a number"
-            raise LabkitUsageError(f"{key} = {v!r} makes no sense: it must be {kind} from {lo:g} to {hi:g}")
-    if values.get("bits") not in (None, 4, 8):
-        raise LabkitUsageError(f"bits must be 4 or 8, not {values['bits']}")
-
-
 def linear_module_names(model) -> list[str]:
     """Names (last component) of the model's linear layers, which LoRA can target."""
     import torch
@@ -319,18 +295,13 @@ class _quiet:
 
 
 # ------------------------------------------------------------------------------------------------------- engine
-def finetune(model, data=None, method: str = "lora", *, name: str | None = None, tokenizer=None,
-             rank: int = 8, alpha: float | None = None, targets=None, dropout: float = 0.0, lora: bool = False,
-             steps: int | None = None, epochs: float | None = None, lr: float | None = None, batch: int = 8,
-             grad_accum: int = 1, max_length: int = 256, seed: int = 0, resume: bool = False,
-             skip_bad: bool = False, data_format: str | None = None, merge: bool = False,
-             save_every: int | None = None, keep_checkpoints: int = 2, beta: float = 0.1,
-             reward="arithmetic", num_generations: int = 4, max_new_tokens: int = 16, temperature: float = 1.0,
-             gradient_checkpointing: bool = False, bf16: bool = False, bits: int = 4,
-             output_dir: str | os.PathLike | None = None, show: bool | None = None, overlay: bool = True,
-             stop: StopSignal | None = None, warmup_steps: int = 0, scheduler: str = "linear",
-             on_progress: OnProgress | None = None) -> FinetuneResult:
+def finetune(model, data=None, method: str | None = None, *, config: FinetuneConfig | None = None, tokenizer=None,
+             stop: StopSignal | None = None, on_progress: OnProgress | None = None, show: bool | None = None,
+             **settings) -> FinetuneResult:
     """Train ``model`` on ``data`` with ``method``; save, register under ``name`` and return a FinetuneResult.
+
+    The settings come as a ``FinetuneConfig`` (``config=``), as keywords (``rank=8, steps=60, name="x"``, the
+    names of FinetuneConfig's fields), or both (keywords over the config); they are checked before anything loads.
 
     ``data``: a list of records, a datasets.Dataset, a .jsonl/.json/.txt path or text (formats: see
     ``labkit.finetune.data``). ``steps`` or ``epochs`` (default 1 epoch). ``lr`` default depends on the method.
@@ -346,23 +317,17 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
         warnings.warn("finetune(show=True) no longer displays a view (the engine draws nothing): pass "
                       "on_progress=labkit.widgets.training.LiveView(), or use %%finetune", DeprecationWarning,
                       stacklevel=2)
-    if method not in METHODS:
-        raise LabkitUsageError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
-    _check_numbers(steps=steps, epochs=epochs, lr=lr, batch=batch, rank=rank, alpha=alpha, grad_accum=grad_accum,
-                   max_length=max_length, save_every=save_every, beta=beta, num_generations=num_generations,
-                   max_new_tokens=max_new_tokens, temperature=temperature, keep_checkpoints=keep_checkpoints,
-                   seed=seed, bits=bits)
-    if not 0.0 <= dropout < 1.0:
-        raise LabkitUsageError(f"dropout = {dropout} makes no sense: use 0 <= dropout < 1")
-    if steps is not None and epochs is not None:
-        raise LabkitUsageError("give --steps or --epochs, not both")
-    use_peft = method in PEFT_METHODS or (lora and method in ("dpo", "grpo", "reward"))
-    alpha = alpha if alpha is not None else 2 * rank
-    if lr is None:  # adapters need a larger learning rate than full weights
-        lr = DEFAULT_LR[method] * (10 if use_peft and method in ("dpo", "grpo", "reward") else 1)
-    if method == "grpo" and batch % num_generations:
-        raise LabkitUsageError(f"GRPO samples num_generations={num_generations} replies per prompt: batch ({batch}) "
-                               f"must be a multiple of it (e.g. --batch {num_generations * max(1, batch // num_generations)})")
+    if method is not None:
+        settings["method"] = method
+    cfg = FinetuneConfig.make(config, **settings)
+    (method, name, rank, targets, dropout, steps, epochs, batch, grad_accum, max_length, seed, resume, skip_bad,
+     data_format, merge, save_every, keep_checkpoints, beta, reward, num_generations, max_new_tokens, temperature,
+     gradient_checkpointing, bf16, bits, output_dir, warmup_steps, scheduler) = (
+        cfg.method, cfg.name, cfg.rank, cfg.targets, cfg.dropout, cfg.steps, cfg.epochs, cfg.batch, cfg.grad_accum,
+        cfg.max_length, cfg.seed, cfg.resume, cfg.skip_bad, cfg.data_format, cfg.merge, cfg.save_every,
+        cfg.keep_checkpoints, cfg.beta, cfg.reward, cfg.num_generations, cfg.max_new_tokens, cfg.temperature,
+        cfg.gradient_checkpointing, cfg.bf16, cfg.bits, cfg.output_dir, cfg.warmup_steps, cfg.scheduler)
+    use_peft, alpha, lr = cfg.use_peft, cfg.lora_alpha, cfg.learning_rate
 
     # -- where the run lives
     name = runs.check_name(name) if name else None
@@ -377,7 +342,7 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
                                    f"(runs there: {', '.join(sorted(p.name for p in folder.parent.iterdir())) if folder.parent.is_dir() else 'none'})")
         saved_config = json.loads((folder / "run.json").read_text())
         if saved_config.get("method") != method:
-            raise LabkitUsageError(f"run {name!r} was trained with --method {saved_config.get('method')}, not {method}")
+            raise LabkitUsageError(f"run {name!r} was trained with `method` {saved_config.get('method')}, not {method}")
         if data is None and (folder / "data.jsonl").is_file():
             data = folder / "data.jsonl"
     runs.ensure_writable(folder)
@@ -453,7 +418,7 @@ def finetune(model, data=None, method: str = "lora", *, name: str | None = None,
         peft_config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=dropout, target_modules=tmods,
                                  task_type="SEQ_CLS" if method == "reward" else "CAUSAL_LM")
     elif targets not in (None, "", "all-linear", "all"):
-        raise LabkitUsageError(f"--targets only applies to LoRA (--method lora/qlora, or --lora); "
+        raise LabkitUsageError(f"`targets` only applies to LoRA (`method` lora/qlora, or `lora`); "
                                f"{method} trains every weight")
 
     common = dict(

@@ -3,12 +3,15 @@
 ``%%name [options]`` with the cell body as the main input. Options are parsed with argparse; ``--help`` prints
 usage; ``--out NAME`` stores the result object in the user namespace (it is also the cell's value). Engine
 errors (``LabkitError``) become IPython ``UsageError``s: one clear message, no traceback, the kernel lives on.
+Engine messages name Python parameters in backquotes (`` `max_steps` ``); the magic shows its flag instead
+(``--max-steps``), so a learner reads the option they typed and a script's author the argument they passed.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import LabkitError, LabkitUsageError
@@ -59,6 +62,18 @@ class Magic:
     run: Callable
     summary: str = ""
     out_option: bool = True
+    flags: dict = field(default_factory=dict)  # engine parameter -> flag, where the option's dest differs
+
+    def flag_of(self) -> dict:
+        """Engine parameter name -> this magic's flag (from the parser's options, then ``flags``)."""
+        table = {a.dest: a.option_strings[-1] for a in self.parser._actions if a.option_strings}
+        table.update(self.flags)
+        return table
+
+    def translate(self, message: str) -> str:
+        """An engine message in this magic's words: `` `param` `` -> ``--flag`` (unknown names lose the quotes)."""
+        table = self.flag_of()
+        return re.sub(r"`([A-Za-z_]\w*)`", lambda m: table.get(m.group(1), m.group(1)), message)
 
     def __post_init__(self):
         if self.out_option:
@@ -83,7 +98,7 @@ class Magic:
         except LabkitError as exc:
             if _strict():  # unattended runs (make test, nbmake): fail the cell for real, so a broken lab is caught
                 raise
-            raise UsageError(str(exc)) from None
+            raise UsageError(self.translate(str(exc))) from None
         if self.out_option and getattr(args, "out", None):
             if not args.out.isidentifier():
                 raise UsageError(f"--out needs a Python variable name, not {args.out!r}")

@@ -57,7 +57,7 @@ def _lookup(shell, expr: str):
 
 
 def run(args, body, shell):
-    from ..finetune import finetune
+    from ..finetune import FinetuneConfig, finetune
 
     data = None
     if args.data:
@@ -81,6 +81,7 @@ def run(args, body, shell):
             raise LabkitUsageError(f"--reward {reward!r}: use arithmetic, exact, brevity or the name of a function "
                                    f"f(completions, **columns) -> list of floats defined in the notebook")
         reward = fn
+    config = FinetuneConfig.from_args(args, reward=reward)  # checked here, before the view or a model loads
     view = stop = None
     if not args.quiet and getattr(shell, "kernel", None) is not None:  # a notebook: the live training view
         from ..finetune import SESSION_CURVES, StopSignal
@@ -88,19 +89,12 @@ def run(args, body, shell):
         from ..widgets.training import LiveView
 
         stop = StopSignal()
-        earlier = [c for c in SESSION_CURVES if c.name != args.out][-5:] if not args.no_overlay else []
+        earlier = [c for c in SESSION_CURVES if c.name != args.out][-5:] if config.overlay else []
         view = LiveView(earlier, stop).display()
-    result = finetune(
-        model, data, args.method, name=args.out, rank=args.rank, alpha=args.alpha, targets=args.targets,
-        lora=args.lora, steps=args.steps, epochs=args.epochs, lr=args.lr, batch=args.batch,
-        grad_accum=args.grad_accum, max_length=args.max_length, seed=args.seed, resume=args.resume,
-        skip_bad=args.skip_bad, data_format=args.data_format, merge=args.merge, save_every=args.save_every,
-        beta=args.beta, reward=reward, num_generations=args.generations, max_new_tokens=args.max_new_tokens,
-        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, overlay=not args.no_overlay,
-        stop=stop, on_progress=view)
+    result = finetune(model, data, config=config, stop=stop, on_progress=view)
     if view is not None:
         attach(result, view.widget, live=True)
     return result
 
 
-MAGICS = [Magic("finetune", "cell", parser, run)]
+MAGICS = [Magic("finetune", "cell", parser, run, flags={"num_generations": "--generations", "name": "--out"})]

@@ -57,4 +57,5 @@ def run(args, body, shell):
     return result
 
 
-MAGICS = [Magic("tokenize", "cell", parser, run)]
+MAGICS = [Magic("tokenize", "cell", parser, run,
+                flags={"algorithm": "--train", "vocab_size": "--vocab", "tokenizers": "--compare"})]

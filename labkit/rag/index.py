@@ -301,7 +301,7 @@ class Index:
         if mode not in MODES:
             raise LabkitUsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not isinstance(k, int) or k < 1 or k > 1000:
-            raise LabkitUsageError(f"--k must be a whole number from 1 to 1000, got {k!r}")
+            raise LabkitUsageError(f"`k` must be a whole number from 1 to 1000, got {k!r}")
         if not question or not question.strip():
             raise LabkitUsageError("the question is empty: write one question per line in the cell")
         self._need_chunks()
