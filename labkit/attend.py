@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LabkitError, LabkitUsageError
+from .text import valid_unicode
 from .viewable import Viewable
 
 VIEWS = ("head", "model", "matrix", "bertviz")
@@ -216,8 +217,9 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
 
     if not isinstance(text, str) or not text.strip():
         raise LabkitUsageError("there is no text to look at: give some text (the cell body under %%attend)")
+    text, bad_text = valid_unicode(text, "the text")
     if view not in VIEWS:
-        raise LabkitUsageError(f"--view must be one of {', '.join(VIEWS)}, not {view!r}")
+        raise LabkitUsageError(f"`view` must be one of {', '.join(VIEWS)}, not {view!r}")
     t0 = time.perf_counter()
     lm = resolve(model)
     net, tok = lm.model, lm.tokenizer
@@ -231,9 +233,9 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
         check_index(head, n_heads, "head")
     causal = lm.kind == "causal-lm"
     if pair and causal:
-        raise LabkitUsageError("--pair is for encoders (BERT-style models such as minilm) that read two sentences "
+        raise LabkitUsageError("`pair` is for encoders (BERT-style models such as minilm) that read two sentences "
                                "at once; a causal LM reads one text. Try --model minilm")
-    notes: list[str] = []
+    notes: list[str] = [bad_text] if bad_text else []
     limit = max_positions(net, tok)
     if max_tokens is not None:
         if max_tokens < 2:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import LabkitError, LabkitUsageError
+from .text import valid_unicode
 from .viewable import Viewable
 
 DEFAULT_MODEL = "tiny-base"
@@ -286,13 +287,14 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
 
     if not isinstance(prompt, str) or not prompt.strip():
         raise LabkitUsageError("there is no prompt: give some text to continue (the cell body under %%generate)")
+    prompt, bad_prompt = valid_unicode(prompt, "the prompt")
     settings = Settings(max_new_tokens, temperature, top_k, top_p, beams, seed).check()
     if step and settings.beams > 1:
-        raise LabkitUsageError("--step shows one sequence token by token; it does not combine with --beams. "
-                               "Drop --beams, or drop --step to see the beam-search result")
+        raise LabkitUsageError("`step` shows one sequence token by token; it does not combine with `beams`. "
+                               "Drop `beams`, or drop `step` to see the beam-search result")
     lm = _resolve(model)
     net, tok = lm.model, lm.tokenizer
-    notes: list[str] = []
+    notes: list[str] = [bad_prompt] if bad_prompt else []
     full_prompt, enc, limit = _encode_prompt(lm, prompt, chat, notes)
     n_prompt = enc["input_ids"].shape[1]
     if n_prompt + settings.max_new_tokens > limit:

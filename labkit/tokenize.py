@@ -23,6 +23,7 @@ from typing import Sequence
 
 from . import session
 from .errors import LabkitError, LabkitUsageError
+from .text import valid_unicode
 from .viewable import Viewable
 
 BUILTIN = {
@@ -277,8 +278,10 @@ def clean_text(text: str | bytes) -> tuple[str, list[str]]:
         text.encode("utf-8")
         return text, notes
     except UnicodeEncodeError:
-        raw = text.encode("utf-8", errors="surrogateescape" if _only_escapes(text) else "replace")
-        return clean_text(raw)
+        if _only_escapes(text):  # bytes decoded with surrogateescape: back to those bytes, then as above
+            return clean_text(text.encode("utf-8", errors="surrogateescape"))
+        fixed, notice = valid_unicode(text, "the text")  # lone surrogates: U+FFFD, with the notice
+        return fixed, [notice]
 
 
 def _only_escapes(text: str) -> bool:

@@ -535,3 +535,10 @@ def test_tiny_chat_uses_the_calculator_and_copies_the_result():
     assert r.tool_steps and r.tool_steps[0].name == "calculator"
     assert r.tool_steps[0].observation == "29842"
     assert r.answer and "29842" in r.answer
+
+
+def test_magic_task_that_is_not_valid_unicode(ip):
+    ip.user_ns["fake"] = scripted("The answer is 42.")
+    result = ip.run_cell_magic("agent", "--model fake --tools calculator", "What is 6 \ud800 times 7?")
+    assert result.answer == "The answer is 42." and "\ud800" not in result.task
+    assert any(s.kind == "note" and "not valid Unicode" in s.text for s in result.steps)

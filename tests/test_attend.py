@@ -181,3 +181,9 @@ def test_magic(ip, micro):
         ip.run_cell_magic("attend", "--view sideways", "hello")
     view = ip.run_cell_magic("attend", f"--model {micro} --view bertviz", "hello there")
     assert "bertviz" in repr(view)
+
+
+def test_magic_text_that_is_not_valid_unicode(ip, micro):
+    """A lone surrogate (or an undecodable byte) is replaced, with a note, instead of failing in the tokenizer."""
+    res = ip.run_cell_magic("attend", f"--model {micro}", "the old \ud800 bridge \udcff")
+    assert any("not valid Unicode" in n for n in res.notes) and "\ud800" not in "".join(res.tokens)

@@ -434,3 +434,14 @@ def test_kernel_interrupt_stops_cleanly_with_a_checkpoint(toy, chats):
     assert r.stopped and r.step in (2, 3) and "interrupted" in r.stop_reason
     assert r.checkpoint is not None and r.checkpoint.name == f"checkpoint-{r.step}"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
+
+
+def test_magic_data_that_is_not_valid_unicode(ip, toy):
+    from IPython.core.error import UsageError
+
+    _, _, folder = toy
+    body = '{"instruction": "Say hi \\ud800", "output": "Hello!"}\n{"instruction": "Say bye", "output": "Bye!"}\n'
+    with pytest.raises(UsageError, match=r"line 1: text that is not valid Unicode"):
+        ip.run_cell_magic("finetune", f"--model {folder} --steps 1 --quiet", body)
+    with pytest.raises(UsageError, match="not valid Unicode"):
+        ip.run_cell_magic("finetune", f"--model {folder} --steps 1 --quiet", "plain text with \udcff in it\n")

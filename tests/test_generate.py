@@ -136,3 +136,8 @@ def test_magic_streams_and_returns(ip, micro, capsys):
         ip.run_cell_magic("generate", f"--model {micro} --top-p 2", "the")
     with pytest.raises(UsageError, match="needs a prompt"):
         ip.run_cell_magic("generate", "", "\n  \n")
+
+
+def test_magic_prompt_that_is_not_valid_unicode(ip, micro):
+    res = ip.run_cell_magic("generate", f"--model {micro} --max-new-tokens 2 --temperature 0", "the \ud800 old")
+    assert res.n_new_tokens == 2 and any("not valid Unicode" in n for n in res.notes) and "\ud800" not in res.prompt

@@ -98,3 +98,10 @@ def test_cpu_limit_sets_threads_on_load_ext():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "THREADS 1" in out.stdout
+
+
+def test_tokenize_magic_text_that_is_not_valid_unicode(ip):
+    res = ip.run_cell_magic("tokenize", "", "bad \ud800 text")
+    assert "\ud800" not in res.text and any("not valid Unicode" in n for n in res.notes)
+    res = ip.run_cell_magic("tokenize", "--compare cl100k,bytes", "escaped \udcff byte")
+    assert all(r.notes for r in res.results)

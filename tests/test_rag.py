@@ -458,3 +458,9 @@ def test_large_index_switches_to_hnsw(monkeypatch, tmp_path):
     back = Index.load(ix.save(tmp_path / "hnsw"))
     assert isinstance(back.dense_index(), faiss.IndexHNSWFlat)
     assert back.search("Who bakes bread?", k=1, mode="dense").hits[0].chunk.doc_id == "d1"
+
+
+def test_question_that_is_not_valid_unicode(index):
+    ix, _ = index
+    r = ix.search("Who repairs \ud800 tower clocks?", k=3)
+    assert r.hits and any("not valid Unicode" in n for n in r.notices) and "\ud800" not in r.question

@@ -189,6 +189,11 @@ def run(task: str, model="tiny-chat", tools="calculator,lookup", *, max_steps: i
     tool_list = resolve(tools, retriever=retriever, namespace=namespace, python_limits=python_limits)
     chat = make_chat_model(model, model_name=model_name, max_new_tokens=max_new_tokens, temperature=temperature)
     rec = Recorder(on_step, agent=agent_name)
+    from ..text import valid_unicode
+
+    task, bad_task = valid_unicode(task, "the task")
+    if bad_task:
+        rec.add(Step("note", text=bad_task))
     graph = build_graph(chat, tool_list, max_steps=max_steps, approve=approve, approver=approver, recorder=rec,
                         observation_filter=observation_filter)
     messages = ([SystemMessage(system)] if system else []) + list(history or []) + [HumanMessage(task.strip())]

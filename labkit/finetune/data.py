@@ -287,6 +287,25 @@ METHOD_KINDS = {
 }
 
 
+def _invalid_unicode(record) -> str | None:
+    """What is wrong when a record's text is not valid Unicode (a tokenizer could not read it), else None."""
+    from ..text import first_invalid
+
+    stack = [record]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            i = first_invalid(item)
+            if i is not None:
+                return (f"text that is not valid Unicode (the lone surrogate {item[i]!r} at character {i} of "
+                        f"{item[max(0, i - 20):i]!r}...): a tokenizer cannot read it")
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
+
+
 def load_data(data: Any, method: str = "lora", skip_bad: bool = False, fmt: str | None = None) -> Dataset:
     """Read, detect, check and convert training data for ``method``. Raises ``DataError`` on bad lines."""
     records, source = read_records(data)
@@ -313,6 +332,10 @@ def load_data(data: Any, method: str = "lora", skip_bad: bool = False, fmt: str 
             what = f"looks like {f}" if f else (f"has keys {sorted(r)}" if isinstance(r, dict)
                                                else f"is a {type(r).__name__}, not an object")
             problems.append((n, f"{what}, but the data is {main}"))
+            continue
+        bad = _invalid_unicode(r)
+        if bad:
+            problems.append((n, bad))
             continue
         try:
             rows.append(convert(r, main))

@@ -31,6 +31,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import LabkitError, LabkitUsageError
+from ..text import valid_unicode
 from .chunking import Chunk, ChunkSettings, chunk_text
 from .ingest import IngestReport, SourceDoc, collect
 from .retrieval import (MODEL_NAME, TOKEN_CACHE_MAX, Encoder, Hit, Retrieval, _jsonable,  # noqa: F401 (re-exported)
@@ -306,9 +307,9 @@ class Index:
             raise LabkitUsageError("the question is empty: write one question per line in the cell")
         self._need_chunks()
         enc = encoder()
-        question = " ".join(question.split())
+        question, bad_text = valid_unicode(" ".join(question.split()), "the question")
         q_for_encoder, notice = enc.truncate(question)
-        notices = [notice] if notice else []
+        notices = [n for n in (bad_text, notice) if n]
         # the same depth with or without reranking, so that the hybrid list does not depend on --rerank
         depth = max(k, depth or RERANK_DEPTH, 10)
         if _encoded is not None:  # (sentence vector, token vectors) computed in a batch by the caller
