@@ -17,7 +17,7 @@ _logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
 
 
 _SUBMODULES = {"models", "tokenize", "exercises", "runtime", "attend", "generate", "embeddings", "finetune", "rag",
-               "agent", "security", "zoo", "labs", "grading", "doctor", "widgets", "progress"}
+               "agent", "security", "zoo", "labs", "grading", "doctor", "widgets", "progress", "reference", "speculative"}
 
 
 def __getattr__(name: str):

@@ -570,6 +570,13 @@ def list_models() -> list[ModelInfo]:
                 folder = zoo_path(name)
                 available = (folder / "tokenizer.json").is_file()
                 disk = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if available else None
+            elif kind == "extractive-qa":  # a LoRA adapter + span head over the bundled MiniLM
+                folder = zoo_path(name)
+                adapter = folder / "adapter_model.safetensors"
+                if adapter.is_file():
+                    params = _folder_params(minilm_path())[0]
+                    disk = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                    available = True
             else:
                 folder = zoo_path(name)
                 if folder.is_dir() and (folder / "config.json").is_file():

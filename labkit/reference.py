@@ -1,0 +1,162 @@
+"""Reference implementations the labs check the learner's own code against (on inputs the learner never saw),
+and fall back on until the learner has written theirs (``labkit.exercises.yours``).
+
+Each follows the library that runs it, so that a learner's function agreeing with these agrees with what the
+library computes:
+
+- ``attention``: PyTorch's ``scaled_dot_product_attention`` (and the weights it softmaxes);
+- ``rope``: transformers' Llama rotary embedding (``apply_rotary_pos_emb``, "rotate half" layout);
+- ``dpo_loss``: trl's ``DPOTrainer`` with ``loss_type="sigmoid"`` (the paper's loss): per pair
+  ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``, averaged; written here as ``softplus(-x)``.
+- ``grpo_advantages``: trl's ``GRPOTrainer`` with ``scale_rewards="group"``: each reward minus its group's mean,
+  divided by the group's standard deviation (``trl.trainer.utils.nanstd``: Bessel-corrected) plus 1e-4.
+"""
+from __future__ import annotations
+
+
+def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta: float = 0.1):
+    import torch
+    import torch.nn.functional as F
+
+    t = [torch.as_tensor(x, dtype=torch.float64) for x in (pi_chosen, pi_rejected, ref_chosen, ref_rejected)]
+    delta = (t[0] - t[2]) - (t[1] - t[3])
+    return F.softplus(-beta * delta).mean()
+
+
+def grpo_advantages(rewards, group_size: int):
+    import torch
+    from trl.trainer.utils import nanstd
+
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    groups = r.view(-1, group_size)
+    mean = groups.mean(dim=1).repeat_interleave(group_size)
+    std = nanstd(groups, dim=1).repeat_interleave(group_size)
+    return (r - mean) / (std + 1e-4)
+
+
+def agrees_with_dpo_loss(fn, trials: int = 30, seed: int = 10) -> bool:
+    """Does ``fn(pi_c, pi_r, ref_c, ref_r, beta)`` give the reference's mean loss on random log-probabilities?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(trials):
+        n = int(torch.randint(1, 9, (1,), generator=g))
+        args = [-torch.rand(n, generator=g, dtype=torch.float64) * 40 for _ in range(4)]
+        beta = float(torch.rand(1, generator=g)) * 0.5 + 0.01
+        got = fn(*args, beta)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return False
+        if abs(got - float(dpo_loss(*args, beta))) > 1e-6:
+            return False
+    return True
+
+
+def agrees_with_grpo_advantages(fn, trials: int = 30, seed: int = 11) -> bool:
+    """Does ``fn(rewards, group_size)`` give trl's group-normalised advantages on random rewards?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        size = int(torch.randint(2, 7, (1,), generator=g))
+        n_groups = int(torch.randint(1, 5, (1,), generator=g))
+        r = torch.rand(size * n_groups, generator=g, dtype=torch.float64)
+        if t % 5 == 0:
+            r[:size] = 0.5  # a group where every reply scored the same: nothing to learn from it
+        got = fn(r.clone(), size)
+        try:
+            got = torch.as_tensor(got, dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        if got.shape != r.shape or not torch.allclose(got, grpo_advantages(r, size), atol=1e-6):
+            return False
+    return True
+
+
+def attention(q, k, v, mask=None):
+    """(out, weights) as PyTorch computes them: ``out`` from ``scaled_dot_product_attention`` (``mask``: True =
+    may attend)."""
+    import torch
+    import torch.nn.functional as F
+
+    d = q.shape[-1]
+    scores = torch.matmul(q, k.transpose(-2, -1)) * d ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
+
+
+def rope(x, positions, theta: float = 10000.0):
+    """Rotate ``x`` (..., n, d) by ``positions`` with transformers' Llama code."""
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos()[None], emb.sin()[None]
+    lead = x.reshape(-1, *x.shape[-2:])[:, None]  # (batch, heads=1, n, d) as transformers expects
+    out, _ = apply_rotary_pos_emb(lead, lead, cos, sin)
+    return out.reshape(x.shape)
+
+
+def agrees_with_attention(fn, trials: int = 12, seed: int = 5) -> bool:
+    """Does ``fn(q, k, v, mask)`` return PyTorch's output and weights (rows summing to 1, masked pairs 0)?"""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        n, m, d = (int(torch.randint(1, 9, (1,), generator=g)) for _ in range(3))
+        q, k, v = (torch.randn(2, n, d, generator=g), torch.randn(2, m, d, generator=g),
+                   torch.randn(2, m, d, generator=g))
+        mask = None
+        if t % 2:
+            mask = torch.rand(n, m, generator=g) < 0.7
+            mask[:, 0] = True  # every query may attend somewhere
+        try:
+            out, w = fn(q, k, v, mask)
+        except Exception:  # noqa: BLE001 - a learner's bug is a wrong answer, not a crash
+            return False
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if out.shape != ref.shape or not torch.allclose(out, ref, atol=1e-5):
+            return False
+        if not torch.allclose(w.sum(-1), torch.ones(2, n), atol=1e-5):
+            return False
+        if mask is not None and (w[:, ~mask].abs() > 0).any():
+            return False
+    return True
+
+
+def agrees_with_rope(fn, model=None, seed: int = 6) -> bool:
+    """Does ``fn(x, positions, theta)`` rotate as transformers' Llama does (the model's own rotary embedding when
+    ``model`` is given)?"""
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    if model is not None:
+        cfg = model.config
+        d = cfg.head_dim
+        x = torch.randn(1, cfg.num_attention_heads, 9, d, generator=g)
+        pos = torch.arange(9)
+        cos, sin = model.model.rotary_emb(x, pos[None])
+        ref, _ = apply_rotary_pos_emb(x, x, cos, sin)
+        theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+        cases.append((x, pos, theta, ref))
+    for theta in (10000.0, 500.0):
+        x = torch.randn(3, 7, 16, generator=g)
+        pos = torch.randint(0, 300, (7,), generator=g)
+        cases.append((x, pos, theta, rope(x, pos, theta)))
+    for x, pos, theta, ref in cases:
+        try:
+            got = fn(x.clone(), pos, theta)
+        except Exception:  # noqa: BLE001
+            return False
+        if got.shape != ref.shape or not torch.allclose(got, ref, atol=1e-4):
+            return False
+    return True
