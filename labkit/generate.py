@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .errors import LabkitError, LabkitUsageError
 from .text import valid_unicode
 from .viewable import Viewable
+from .watch import OnProgress, Progress, Reporter
 
 DEFAULT_MODEL = "tiny-base"
 TOP_N = 20  # next-token candidates kept per step
@@ -275,13 +276,15 @@ def _labels(tok, ids) -> list[str]:
 def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 40, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, beams: int = 1, seed: int | None = 0,
              step: bool = False, lens: bool | None = None, chat: bool = False, kv_timing: bool = False,
-             on_text: Callable[[str], None] | None = None) -> GenerateResult:
+             on_text: Callable[[str], None] | None = None, on_progress: OnProgress | None = None) -> GenerateResult:
     """Generate a continuation of ``prompt`` with ``model.generate``.
 
     ``temperature=0`` is greedy; ``beams>1`` is beam search. ``on_text(chunk)`` is called as text arrives
     (not with beams). ``step=True`` records the top next-token probabilities at every step (and the logit lens
     unless ``lens=False``). ``chat=True`` wraps the prompt in the zoo chat format as a user turn.
-    ``kv_timing=True`` also times the same greedy generation with and without the KV cache.
+    ``kv_timing=True`` also times the same greedy generation with and without the KV cache. ``on_progress``:
+    the common progress callback (``labkit.watch.Progress``, kind ``"token"``: ``done`` new tokens of ``total``,
+    ``item`` the new text), as the text streams and once at the end.
     """
     import torch
 
@@ -315,11 +318,17 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
         kw.update(return_dict_in_generate=True, output_logits=True, output_scores=True,
                   output_hidden_states=want_lens)
     streamer = None
-    if on_text is not None:
+    report = Reporter(on_progress)
+    if on_text is not None or report:
         if settings.beams > 1:
             notes.append("beam search keeps several candidates until the end, so its text cannot stream: shown at the end")
         else:
-            streamer = make_streamer(tok, on_text)
+            def on_chunk(chunk: str) -> None:
+                if on_text is not None:
+                    on_text(chunk)
+                report(Progress("token", done=len(streamer.ids), total=settings.max_new_tokens, item=chunk))
+
+            streamer = make_streamer(tok, on_chunk)
             kw["streamer"] = streamer
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
@@ -349,6 +358,7 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
         prompt, lm, **{**dict(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                               top_k=settings.top_k, top_p=settings.top_p, beams=settings.beams, seed=settings.seed,
                               step=step, lens=want_lens, chat=chat), **changes})
+    report(Progress("token", done=len(new_ids), total=settings.max_new_tokens, state="done", item=text))
     return result
 
 

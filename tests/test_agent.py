@@ -542,3 +542,11 @@ def test_magic_task_that_is_not_valid_unicode(ip):
     result = ip.run_cell_magic("agent", "--model fake --tools calculator", "What is 6 \ud800 times 7?")
     assert result.answer == "The answer is 42." and "\ud800" not in result.task
     assert any(s.kind == "note" and "not valid Unicode" in s.text for s in result.steps)
+
+
+def test_on_progress_sees_each_step():
+    seen = []
+    r = A.run("What is 347 times 86?", model=scripted('<|call|>calculator(expression="347*86")', "29842."),
+              tools="calculator", on_progress=seen.append)
+    assert [p.item for p in seen] == r.steps and all(p.kind == "step" and p.total == 6 for p in seen)
+    assert seen[-1].done == r.n_model_calls

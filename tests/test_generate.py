@@ -141,3 +141,13 @@ def test_magic_streams_and_returns(ip, micro, capsys):
 def test_magic_prompt_that_is_not_valid_unicode(ip, micro):
     res = ip.run_cell_magic("generate", f"--model {micro} --max-new-tokens 2 --temperature 0", "the \ud800 old")
     assert res.n_new_tokens == 2 and any("not valid Unicode" in n for n in res.notes) and "\ud800" not in res.prompt
+
+
+def test_on_progress_reports_tokens(micro):
+    from labkit.generate import generate
+
+    seen = []
+    r = generate("the old", micro, max_new_tokens=5, temperature=0, on_progress=seen.append)
+    assert seen and all(p.kind == "token" and p.total == 5 for p in seen)
+    assert seen[-1].state == "done" and seen[-1].done == r.n_new_tokens and seen[-1].item == r.text
+    assert "".join(p.item for p in seen[:-1]) == r.text  # the streamed pieces add up to the text

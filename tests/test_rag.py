@@ -464,3 +464,16 @@ def test_question_that_is_not_valid_unicode(index):
     ix, _ = index
     r = ix.search("Who repairs \ud800 tower clocks?", k=3)
     assert r.hits and any("not valid Unicode" in n for n in r.notices) and "\ud800" not in r.question
+
+
+def test_add_reports_progress(monkeypatch):
+    from labkit.rag import Index
+    from labkit.rag import index as index_module
+
+    monkeypatch.setattr(index_module, "EMBED_BATCH", 2)
+    seen = []
+    ix = Index("recursive", size=80, overlap=0)
+    ix.add([(f"d{i}", f"Document {i} tells about the clock tower number {i}.") for i in range(5)],
+           on_progress=seen.append)
+    assert [p.done for p in seen] == [2, 4, 5] and all(p.total == 5 and p.kind == "index" for p in seen)
+    assert seen[-1].state == "done" and len(ix.vectors) == 5

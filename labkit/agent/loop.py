@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import LabkitError, LabkitUsageError
+from ..watch import OnProgress, Progress, Reporter
 from .trace import AgentResult, Step
 
 Approver = Callable[[str, dict], bool]
@@ -25,10 +26,13 @@ Approver = Callable[[str, dict], bool]
 class Recorder:
     """Collects steps as the graph runs; ``on_step(step)`` is called for each (the live widget listens)."""
 
-    def __init__(self, on_step: Callable[[Step], None] | None = None, agent: str = ""):
+    def __init__(self, on_step: Callable[[Step], None] | None = None, agent: str = "", on_progress=None,
+                 max_steps: int | None = None):
         self.steps: list[Step] = []
         self.on_step = on_step
         self.agent = agent
+        self.report = Reporter(on_progress)  # the common shape (labkit.watch): kind "step", item the Step
+        self.max_steps = max_steps
 
     def add(self, step: Step) -> Step:
         step.agent = step.agent or self.agent
@@ -38,6 +42,8 @@ class Recorder:
                 self.on_step(step)
             except Exception:  # a display problem must never break the run
                 pass
+        self.report(Progress("step", done=sum(s.kind == "model" for s in self.steps), total=self.max_steps,
+                             item=step, message=step.line()))
         return step
 
 
@@ -171,12 +177,14 @@ def run(task: str, model="tiny-chat", tools="calculator,lookup", *, max_steps: i
         approver: Approver | None = None, system: str | None = None, retriever=None, namespace: dict | None = None,
         on_step: Callable[[Step], None] | None = None, observation_filter=None, history: list | None = None,
         model_name: str | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
-        agent_name: str = "", python_limits=None) -> AgentResult:
+        agent_name: str = "", python_limits=None, on_progress: OnProgress | None = None) -> AgentResult:
     """Run ``task`` with an agent; returns the :class:`AgentResult` (trace + answer).
 
     ``model``: ``tiny-chat``, ``openai:<base-url>``, ``gguf:<path>`` or a LangChain chat model. ``tools``: names
     (``"calculator,lookup,python,search"``), tool objects or functions; ``None``/``"none"`` for no tools.
     ``system``: a system prompt (default: the one the zoo model was trained with for these tools).
+    ``on_step(step)`` sees each Step; ``on_progress`` the common progress callback (``labkit.watch.Progress``,
+    kind ``"step"``: ``done`` model calls of ``total`` = max_steps, ``item`` the Step).
     """
     from langchain_core.messages import HumanMessage, SystemMessage
     from langgraph.errors import GraphRecursionError
@@ -188,7 +196,7 @@ def run(task: str, model="tiny-chat", tools="calculator,lookup", *, max_steps: i
         raise LabkitUsageError("the agent needs a task: write it in the cell under %%agent (or pass task='...')")
     tool_list = resolve(tools, retriever=retriever, namespace=namespace, python_limits=python_limits)
     chat = make_chat_model(model, model_name=model_name, max_new_tokens=max_new_tokens, temperature=temperature)
-    rec = Recorder(on_step, agent=agent_name)
+    rec = Recorder(on_step, agent=agent_name, on_progress=on_progress, max_steps=max_steps)
     from ..text import valid_unicode
 
     task, bad_task = valid_unicode(task, "the task")

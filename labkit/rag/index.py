@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import LabkitError, LabkitUsageError
 from ..text import valid_unicode
+from ..watch import OnProgress, Progress, Reporter
 from .chunking import Chunk, ChunkSettings, chunk_text
 from .ingest import IngestReport, SourceDoc, collect
 from .retrieval import (MODEL_NAME, TOKEN_CACHE_MAX, Encoder, Hit, Retrieval, _jsonable,  # noqa: F401 (re-exported)
@@ -42,6 +43,7 @@ FORMAT_VERSION = 1
 HNSW_FROM = 20_000
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009)
+EMBED_BATCH = 256  # chunks embedded between two progress reports of Index.add(on_progress=...)
 RERANK_DEPTH = 20  # candidates fused and reranked (also the depth each retriever returns for the hybrid)
 
 
@@ -135,9 +137,11 @@ class Index:
         self._faiss = self._bm25 = self._terms = None
         self._pos = {c.id: i for i, c in enumerate(self.chunks)}
 
-    def add(self, items, *, report: IngestReport | None = None) -> IngestReport:
+    def add(self, items, *, report: IngestReport | None = None, on_progress: OnProgress | None = None) -> IngestReport:
         """Index files/folders/globs, LangChain Documents, ``(id, text)`` pairs. A document whose id is already
-        indexed is re-chunked and re-embedded only if its text changed; others are not touched."""
+        indexed is re-chunked and re-embedded only if its text changed; others are not touched. ``on_progress``:
+        the common progress callback (``labkit.watch.Progress``, kind ``"index"``: ``done`` chunks embedded of
+        ``total``), after each batch of ``EMBED_BATCH`` chunks."""
         t0 = time.perf_counter()
         report = report or IngestReport()
         docs = collect(items, report)
@@ -164,12 +168,21 @@ class Index:
         if replace:
             self._drop(replace)
         if new_chunks:
-            if len(self.chunks) + len(new_chunks) <= TOKEN_CACHE_MAX:
-                # small index: keep the token vectors of the same forward pass for MaxSim reranking
-                vecs, toks = enc.encode_both([c.text for c in new_chunks])
-                self._tokvec_cache.update({c.id: t for c, t in zip(new_chunks, toks)})
-            else:
-                vecs = enc.encode([c.text for c in new_chunks])
+            watch = Reporter(on_progress)
+            step = EMBED_BATCH if watch else len(new_chunks)  # without a callback: one call, as before
+            parts = []
+            for i in range(0, len(new_chunks), step):
+                batch = new_chunks[i:i + step]
+                if len(self.chunks) + len(new_chunks) <= TOKEN_CACHE_MAX:
+                    # small index: keep the token vectors of the same forward pass for MaxSim reranking
+                    v, toks = enc.encode_both([c.text for c in batch])
+                    self._tokvec_cache.update({c.id: t for c, t in zip(batch, toks)})
+                else:
+                    v = enc.encode([c.text for c in batch])
+                parts.append(v)
+                watch(Progress("index", done=i + len(batch), total=len(new_chunks), item=batch[-1].doc_id,
+                               state="done" if i + len(batch) == len(new_chunks) else "running"))
+            vecs = parts[0] if len(parts) == 1 else np.vstack(parts)
             self.vectors = vecs if not len(self.chunks) else np.vstack([self.vectors, vecs])
             self.chunks.extend(new_chunks)
             report.chunks_embedded += len(new_chunks)
