@@ -101,3 +101,39 @@ def fit_power_law(x, y):
 
     slope, intercept = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
     return float(np.exp(intercept)), float(-slope)
+
+
+@dataclass
+class TrainState:
+    """Bytes a training step keeps besides activations, counted from the tensors themselves after one real
+    AdamW step: the weights, the gradients and the optimizer's moments."""
+
+    weights: int
+    grads: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer
+
+
+def train_state_bytes(model, input_ids) -> TrainState:
+    """One AdamW step on a copy of ``model`` (only its trainable parameters), then count the bytes of every
+    weight, every gradient and every optimizer state tensor. The model itself is not changed."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model)
+    m.train()
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    loss = m(input_ids=input_ids, labels=input_ids).loss
+    loss.backward()
+    opt.step()
+    size = lambda t: t.numel() * t.element_size()  # noqa: E731
+    weights = sum(size(p) for p in m.parameters()) + sum(size(b) for b in m.buffers())
+    grads = sum(size(p.grad) for p in m.parameters() if p.grad is not None)
+    state = sum(size(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+    del m, opt
+    return TrainState(weights, grads, state)
