@@ -442,9 +442,10 @@ def test_trace_widget_state_and_live_updates():
 # ------------------------------------------------------------------------------------------------ the magic
 @pytest.fixture(scope="module")
 def ip():
+    from IPython.core.getipython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # a process-wide singleton: returns the shell only the first time
     shell.run_line_magic("load_ext", "labkit")
     return shell
 

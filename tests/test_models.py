@@ -14,7 +14,7 @@ import labkit
 import labkit.models as M
 from labkit.errors import LabkitError, LabkitUsageError, MemoryBudgetError
 
-ZOO_MODELS = ["tiny-base", "tiny-chat", "tiny-chat-v2"]
+ZOO_MODELS = ["tiny-base", "tiny-chat", "tiny-chat-v2", "tiny-draft"]
 
 
 @pytest.fixture(autouse=True)

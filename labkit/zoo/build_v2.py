@@ -35,6 +35,9 @@ RECIPES = {
                   vocab=1024, seq_len=128, batch_size=16, pre_lr=5e-3, pre_minutes=None, pre_steps=60,
                   sft_lr=3e-3, sft_minutes=None, sft_steps=200, tokenizer_docs=1500),
 }
+#: the draft model for speculative decoding (lab 14): same tokenizer as tiny-chat-v2, 2 layers of half the width
+DRAFT_SIZE = dict(hidden_size=128, intermediate_size=320, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512)
 #: pre-training documents: old world (stories, encyclopedia, QA, chats) / reading passages / reading chats
 PRE_MIX = {"world": 0.40, "reading_docs": 0.35, "reading_chats": 0.25}
 #: fine-tuning chats: old world's chat mix / the reading chat mix (Reading.CHAT_MIX)
@@ -92,7 +95,8 @@ def sft_examples(seed: int, n: int, split: str = "train", stream: str = "v2-sft"
 
 def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "base", "chat"),
              threads: int | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
-             ckpt_dir=None, log_file=None, chat_from=None, sft_seed: int | None = None) -> dict:
+             ckpt_dir=None, log_file=None, chat_from=None, sft_seed: int | None = None,
+             draft_minutes: float | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -175,6 +179,28 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
                                     init=str(chat_from or "tiny-base"), stream=stream, lr=R["sft_lr"],
                                     batch=[bs, seq], seed=seed, examples=n_examples,
                                     mix={"sft": SFT_MIX, "world": WORLD_CHAT_MIX, "reading": Reading.CHAT_MIX})
+    if "draft" in stages:
+        # a draft for speculative decoding: trained from scratch on the same fine-tuning chats (assistant
+        # tokens), sharing tiny-chat-v2's tokenizer so that its proposals can be checked by the target
+        cfg = model_config("micro", tok, **(R["size"] if quick else DRAFT_SIZE))
+        model = new_model(cfg, seed + 1)
+        n_params = sum(p.numel() for p in model.parameters())
+        budget = (draft_minutes or 12.0) * 60 if not quick else None
+        steps = 60 if quick else int(budget * 14000 * 1.4 / (bs * seq))
+        stream = "v2-draft"
+        n_examples = int(steps * bs * (seq / 110)) + 100
+        ids, lab = pack_sft(tok, sft_examples(seed, n_examples, stream=stream), seq)
+        val_ids, val_lab = pack_sft(tok, sft_examples(seed, 400 if not quick else 100, "val"), seq)
+        log(f"draft: {n_params:,} parameters; {ids.shape[0]} rows; up to {steps} steps")
+        stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=3e-3, warmup=min(100, steps // 10), seed=seed,
+                      val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log,
+                      log_every=max(1, min(100, steps // 20)), time_budget=budget,
+                      checkpoint=str(ckpt_dir / "draft.pt"))
+        vl = evaluate_loss(model, val_ids, val_lab)
+        log(f"draft: val loss (assistant tokens) {vl:.3f}; {stats.tokens_per_s:,.0f} tok/s, {stats.seconds / 60:.1f} min")
+        result["tiny-draft"] = _save(model, tok, out / "tiny-draft", stats, vl, n_params, result["recipe"], host,
+                                     init="scratch", stream=stream, lr=3e-3, batch=[bs, seq], seed=seed,
+                                     examples=n_examples, target="tiny-chat-v2")
     return result
 
 
@@ -192,7 +218,8 @@ def _save(model, tok, folder: Path, stats, val_loss: float, n_params: int, recip
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m labkit.zoo.build_v2")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--stage", choices=["all", "tokenizer", "base", "chat"], default="all")
+    p.add_argument("--stage", choices=["all", "tokenizer", "base", "chat", "draft"], default="all")
+    p.add_argument("--draft-minutes", type=float, default=None, help="--stage draft: training budget (default 12)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
@@ -205,7 +232,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     stages = ("tokenizer", "base", "chat") if a.stage == "all" else (a.stage,)
     build_v2(a.out, quick=a.quick, seed=a.seed, stages=stages, threads=a.threads, pre_minutes=a.pre_minutes,
-             sft_minutes=a.sft_minutes, log_file=a.log, chat_from=a.chat_from, sft_seed=a.sft_seed)
+             sft_minutes=a.sft_minutes, log_file=a.log, chat_from=a.chat_from, sft_seed=a.sft_seed,
+             draft_minutes=a.draft_minutes)
     return 0
 
 
