@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -93,25 +94,25 @@ def load(name: str = READER):
     return lm
 
 
-def default_margin(name: str = READER) -> float:
-    """The "I don't know" margin chosen on the dev split when the reader was built (``train.json``)."""
+@lru_cache(maxsize=8)
+def _card(name: str) -> dict:
+    """The reader's ``train.json`` (read once per process, not once per question)."""
     from .. import models
 
     try:
-        info = json.loads((models.zoo_path(name) / "train.json").read_text())
-        return float(info.get("idk_margin", 0.0))
+        return json.loads((models.zoo_path(name) / "train.json").read_text())
     except (OSError, ValueError, LabkitUsageError):
-        return 0.0
+        return {}
+
+
+def default_margin(name: str = READER) -> float:
+    """The "I don't know" margin chosen on the dev split when the reader was built (``train.json``)."""
+    return float(_card(name).get("idk_margin", 0.0))
 
 
 def default_read_k(name: str = READER) -> int:
     """How many retrieved chunks the reader reads (chosen on the dev split when it was built)."""
-    from .. import models
-
-    try:
-        return int(json.loads((models.zoo_path(name) / "train.json").read_text()).get("read_k", 3))
-    except (OSError, ValueError, LabkitUsageError):
-        return 3
+    return int(_card(name).get("read_k", 3))
 
 
 def read(question: str, passages, *, ids=None, reader=None, margin: float | None = None,
