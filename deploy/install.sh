@@ -5,7 +5,10 @@
 # Environment (optional):
 #   TORCH_INDEX_URL   where the CPU build of torch comes from, e.g. https://download.pytorch.org/whl/cpu
 #                     (unset: pip's configured index, as on the build machines that hold the CPU wheel)
+#                     (torch alone comes from there, without its dependencies; they come with the rest)
 #   PIP_NO_CACHE_DIR  set to 1 in images to keep pip's cache out of the layer (pip reads it itself)
+#   LABKIT_UNLOCKED   set to 1 to install without requirements.lock (newest versions: what `make upgrade` tries)
+# Every version comes from requirements.lock (deploy/lock.sh writes it), so next term's class gets this term's.
 set -euo pipefail
 PY=${1:?usage: deploy/install.sh PYTHON [EXTRAS]}
 EXTRAS=${2:-}
@@ -14,10 +17,18 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; th
   echo "deploy/install.sh: $PY is not a Python >= 3.10 interpreter" >&2
   exit 2
 fi
+CONS=(-c "$ROOT/constraints.txt")
+if [ "${LABKIT_UNLOCKED:-0}" != 1 ]; then
+  if [ ! -f "$ROOT/requirements.lock" ]; then
+    echo "deploy/install.sh: requirements.lock is missing (deploy/lock.sh compile writes it)" >&2
+    exit 2
+  fi
+  CONS+=(-c "$ROOT/requirements.lock")
+fi
 TORCH_ARGS=()
-[ -n "${TORCH_INDEX_URL:-}" ] && TORCH_ARGS=(--index-url "$TORCH_INDEX_URL")
+[ -n "${TORCH_INDEX_URL:-}" ] && TORCH_ARGS=(--index-url "$TORCH_INDEX_URL" --no-deps)
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet -c "$ROOT/constraints.txt" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "torch==2.13.0"
+"$PY" -m pip install --quiet "${CONS[@]}" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "torch==2.13.0"
 SPEC="$ROOT"
 [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
-"$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$SPEC"
+"$PY" -m pip install --quiet "${CONS[@]}" -e "$SPEC"

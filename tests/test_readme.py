@@ -29,6 +29,9 @@ SKIP = {
     "make lab": "starts JupyterLab and serves until stopped (its recipe is checked with `make -n` below)",
     "make lab-instructor": "starts JupyterLab on labs/ and serves until stopped (recipe checked with `make -n`)",
     "make test": "runs the whole suite, this test included, and installs system packages",
+    "make lock": "re-resolves requirements.lock against the package index (tests/test_lock.py and `make test`'s "
+                 "`deploy/lock.sh check` cover it)",
+    "make upgrade": "re-resolves, reinstalls and runs the whole suite, this test included",
 }
 
 
