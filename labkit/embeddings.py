@@ -147,12 +147,13 @@ class StaticEmbeddings:
 
 def train_skipgram(texts: Iterable[str], *, dim: int = 48, window: int = 3, negatives: int = 5, epochs: int = 3,
                    min_count: int = 5, batch_size: int = 4096, lr: float = 0.02, subsample: float = 1e-3,
-                   seed: int = 0) -> StaticEmbeddings:
+                   seed: int = 0, loss_fn=None) -> StaticEmbeddings:
     """Skip-gram with negative sampling: learn vectors so that a word predicts the words around it.
 
     For each (center, context) pair within ``window`` words, push σ(center·context) up and σ(center·noise) down for
     ``negatives`` noise words drawn from the unigram distribution to the power 3/4. Frequent words are
-    subsampled (``subsample``), as in word2vec.
+    subsampled (``subsample``), as in word2vec. ``loss_fn(center, context, noise)`` (shapes ``(B, dim)``,
+    ``(B, dim)``, ``(B, negatives, dim)`` -> a scalar tensor) replaces the loss: lab 04's learner trains with theirs.
     """
     import numpy as np
     import torch
@@ -198,20 +199,32 @@ def train_skipgram(texts: Iterable[str], *, dim: int = 48, window: int = 3, nega
     torch.nn.init.zeros_(context_emb.weight)
     opt = torch.optim.Adam(list(center_emb.parameters()) + list(context_emb.parameters()), lr=lr)
     n = len(centers_t)
+    if loss_fn is not None and not callable(loss_fn):
+        raise LabkitUsageError(f"loss_fn must be a function (center, context, noise) -> loss, not {type(loss_fn).__name__}")
     losses = []
     # the model is tiny (vocabulary × dim × 2): one thread avoids synchronisation costs larger than the matmuls
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         losses = _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, contexts_t, noise_table,
-                              negatives, opt)
+                              negatives, opt, loss_fn or sgns_loss)
     finally:
         torch.set_num_threads(threads)
     vectors = center_emb.weight.detach().numpy().astype(np.float32)
     return StaticEmbeddings(vocab, vectors, [int(counts[w]) for w in vocab], losses, time.perf_counter() - t0, n)
 
 
-def _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, contexts_t, noise_table, negatives, opt):
+def sgns_loss(center, context, noise):
+    """Skip-gram's negative-sampling loss, averaged over the batch: -log σ(v·u_c) - Σ_n log σ(-v·u_n)."""
+    import torch
+
+    pos = torch.nn.functional.logsigmoid((center * context).sum(-1))
+    neg = torch.nn.functional.logsigmoid(-(noise @ center.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    return -(pos + neg).mean()
+
+
+def _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, contexts_t, noise_table, negatives, opt,
+                 loss_fn):
     """The skip-gram negative-sampling training loop; returns the mean loss of each epoch."""
     import torch
 
@@ -225,9 +238,11 @@ def _sgns_epochs(epochs, n, batch_size, g, center_emb, context_emb, centers_t, c
             pos = context_emb(contexts_t[idx])  # (B, dim)
             draw = torch.randint(len(noise_table), (len(idx), negatives), generator=g)
             neg = context_emb(noise_table[draw])  # (B, k, dim)
-            pos_loss = torch.nn.functional.logsigmoid((c * pos).sum(-1))
-            neg_loss = torch.nn.functional.logsigmoid(-(neg @ c.unsqueeze(-1)).squeeze(-1)).sum(-1)
-            loss = -(pos_loss + neg_loss).mean()
+            loss = loss_fn(c, pos, neg)
+            if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
+                raise LabkitUsageError("loss_fn must return one number as a tensor that autograd can differentiate "
+                                       f"(a 0-d tensor built from its inputs), not {type(loss).__name__}"
+                                       + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else ""))
             opt.zero_grad()
             loss.backward()
             opt.step()

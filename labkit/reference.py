@@ -10,6 +10,12 @@ library computes:
   ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``, averaged; written here as ``softplus(-x)``.
 - ``grpo_advantages``: trl's ``GRPOTrainer`` with ``scale_rewards="group"``: each reward minus its group's mean,
   divided by the group's standard deviation (``trl.trainer.utils.nanstd``: Bessel-corrected) plus 1e-4.
+- ``sgns_loss``: skip-gram's negative-sampling loss written as word2vec's logistic regression: one logit per
+  (word, context) pair labelled 1 and per (word, noise) pair labelled 0, torch's ``binary_cross_entropy_with_logits``
+  summed over the pairs of each word, averaged over the batch.
+- ``train_step``: one step of next-token training as ``%finetune`` (transformers' Trainer) takes it: the loss
+  transformers computes from ``labels=`` (it shifts the labels itself), gradients clipped to norm 1.0
+  (``max_grad_norm``), one optimizer step, gradients cleared.
 """
 from __future__ import annotations
 
@@ -158,5 +164,78 @@ def agrees_with_rope(fn, model=None, seed: int = 6) -> bool:
         except Exception:  # noqa: BLE001
             return False
         if got.shape != ref.shape or not torch.allclose(got, ref, atol=1e-4):
+            return False
+    return True
+
+
+def train_step(model, batch, optimizer, clip: float = 1.0) -> float:
+    import torch
+
+    loss = model(batch, labels=batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+
+
+def agrees_with_train_step(fn, make_model, batches, seed: int = 7) -> bool:
+    """Does ``fn(model, batch, optimizer)`` train exactly as ``train_step``? Two copies of a fresh model take the
+    same steps, one with ``fn`` and one with the reference, under plain SGD (where a missing clip, a missing
+    ``zero_grad`` or a misaligned target changes the weights; Adam would hide a clip) and then AdamW; the losses
+    returned and the weights after every step must agree."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(seed)
+    for make_opt, scale in ((lambda p: torch.optim.SGD(p, lr=0.5), 8.0), (lambda p: torch.optim.AdamW(p, lr=1e-2), 1.0)):
+        mine = make_model()
+        with torch.no_grad():  # large weights -> a gradient norm well above the clip, so a missing clip shows
+            for p in mine.parameters():
+                if p.dim() > 1:
+                    p.mul_(scale)
+        ref = copy.deepcopy(mine)
+        opt_m, opt_r = make_opt(mine.parameters()), make_opt(ref.parameters())
+        for batch in batches:
+            got, want = fn(mine, batch, opt_m), train_step(ref, batch, opt_r)
+            if got is None or abs(float(got) - want) > 1e-4 * max(1.0, abs(want)):
+                return False
+            for p, q in zip(mine.parameters(), ref.parameters()):
+                if not torch.allclose(p, q, rtol=1e-4, atol=1e-6):
+                    return False
+    return True
+
+
+def sgns_loss(center, context, noise):
+    import torch
+    import torch.nn.functional as F
+
+    logits = torch.cat([(center * context).sum(-1, keepdim=True), torch.einsum("bkd,bd->bk", noise, center)], dim=1)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(center)
+
+
+def agrees_with_sgns_loss(fn, trials: int = 20, seed: int = 8) -> bool:
+    """Does ``fn(center, context, noise)`` give the reference's loss, and its gradients, on random vectors of sizes
+    the learner never saw?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        b, k, d = 1 + t % 5, 1 + t % 4, 3 + t % 7
+        xs = [torch.randn(*shape, generator=g, dtype=torch.float64) * (1 + t % 3)
+              for shape in ((b, d), (b, d), (b, k, d))]
+        mine = [x.clone().requires_grad_(True) for x in xs]
+        ref = [x.clone().requires_grad_(True) for x in xs]
+        got, want = fn(*mine), sgns_loss(*ref)
+        if not isinstance(got, torch.Tensor) or got.numel() != 1 or not got.requires_grad:
+            return False
+        if not torch.allclose(got.reshape(()).to(want.dtype), want, rtol=1e-5, atol=1e-7):
+            return False
+        got.sum().backward()
+        want.backward()
+        if not all(torch.allclose(m.grad, r.grad, rtol=1e-5, atol=1e-7) for m, r in zip(mine, ref)):
             return False
     return True
