@@ -48,6 +48,21 @@ def test_skipgram_learns_categories():
 def test_skipgram_bad_input():
     with pytest.raises(LabkitUsageError, match="fewer than 2 words"):
         E.train_skipgram(["just a few words"], min_count=5)
+    texts = ["the cat sat on the mat and the dog sat on the rug"] * 20
+    with pytest.raises(LabkitUsageError, match="loss_fn must be a function"):
+        E.train_skipgram(texts, min_count=1, loss_fn="mine")
+    with pytest.raises(LabkitUsageError, match="0-d tensor"):   # a learner's loss that forgot the mean
+        E.train_skipgram(texts, min_count=1, epochs=1, loss_fn=lambda c, p, n: (c * p).sum(-1))
+
+
+def test_skipgram_trains_with_a_given_loss():
+    texts = ["the cat sat on the mat and the dog sat on the rug"] * 20
+    seen = []
+    def loss(c, p, n):
+        seen.append((c.shape, n.shape))
+        return E.sgns_loss(c, p, n)
+    wv = E.train_skipgram(texts, min_count=1, epochs=2, negatives=3, dim=8, loss_fn=loss)
+    assert seen and seen[0][1][1:] == (3, 8) and wv.losses[-1] < wv.losses[0]
 
 
 def test_contextual_vectors_depend_on_context():
