@@ -603,7 +603,108 @@ def _cmd_check(args) -> int:
     return 0 if not problems else 1
 
 
-SUBCOMMANDS = ("build", "copy", "nbgrader", "check")
+# ------------------------------------------------------------------------------------------------------- audit
+@dataclass
+class LabAudit:
+    """What a lab asks of the learner, counted from its source (``labkit student audit``)."""
+
+    lab: str
+    checks: int = 0
+    learner_functions: list[str] = field(default_factory=list)  # functions/classes written inside solutions
+    circular: list[str] = field(default_factory=list)  # checks whose expected= repeats the solution's expression
+    hints_with_answer: list[str] = field(default_factory=list)  # hints that contain the solution's expression
+    predictions: int = 0  # "Predict, then run" prompts
+
+    def __str__(self):
+        fns = ", ".join(self.learner_functions) or "none"
+        out = (f"{self.lab}: {self.checks} checks, {len(self.circular)} circular, {len(self.hints_with_answer)} "
+               f"hint(s) giving the answer, {self.predictions} prediction prompt(s); learner writes: {fns}")
+        for what, items in (("circular", self.circular), ("hint gives the answer", self.hints_with_answer)):
+            out += "".join(f"\n    {what}: {x}" for x in items)
+        return out
+
+
+def _norm(expr: str) -> str:
+    import ast
+
+    try:
+        return ast.dump(ast.parse(expr.strip(), mode="eval"))
+    except SyntaxError:
+        return re.sub(r"\s+", "", expr)
+
+
+def audit_notebook(nb, name: str = "lab.ipynb") -> LabAudit:
+    """Count checks, learner-written functions, circular checks and answer-giving hints in an instructor lab.
+
+    A check is circular when its ``expected=`` is the very expression a solution region assigns (the learner can
+    read the answer in the check line, and the check cannot tell understanding from copying); a hint gives the
+    answer when it contains a solution's expression. Both are found by comparing syntax trees, so renamed
+    variables or a differently written equivalent escape them: it is a floor, not a proof."""
+    import ast
+
+    rep = LabAudit(name)
+    solutions: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            rep.predictions += len(re.findall(r"\*\*Predict, then run", cell.source))
+            continue
+        if cell.cell_type != "code":
+            continue
+        src = cell.source
+        for region in re.findall(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", src, flags=re.S):
+            try:
+                tree = ast.parse(region)
+            except SyntaxError:
+                continue
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    rep.learner_functions.append(node.name)
+                elif isinstance(node, ast.Assign):
+                    seg = ast.get_source_segment(region, node.value)
+                    try:  # a literal answer ("LLM06") matching a literal expected is a fact asked, not a copy
+                        ast.literal_eval(node.value)
+                    except ValueError:
+                        if seg and len(seg) > 3:
+                            solutions.append(seg)
+        try:
+            tree = ast.parse(re.sub(r"^\s*[%!].*$", "", src, flags=re.M))
+        except SyntaxError:
+            continue
+        clean = re.sub(r"^\s*[%!].*$", "", src, flags=re.M)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check"):
+                continue
+            rep.checks += 1
+            label = ast.literal_eval(node.args[0]) if node.args and isinstance(node.args[0], ast.Constant) else "?"
+            kw = {k.arg: k.value for k in node.keywords}
+            if "expected" in kw:
+                exp = ast.get_source_segment(clean, kw["expected"]) or ""
+                if any(_norm(exp) == _norm(sol) for sol in solutions):
+                    rep.circular.append(f"{label}: expected={exp}")
+            if "hint" in kw:
+                hint = ast.get_source_segment(clean, kw["hint"]) or ""
+                try:
+                    hint = str(ast.literal_eval(kw["hint"]))
+                except ValueError:
+                    pass
+                gives = [sol for sol in solutions if len(sol) > 8 and re.sub(r"\s+", "", sol) in re.sub(r"\s+", "", hint)]
+                if gives:
+                    rep.hints_with_answer.append(f"{label}: {hint[:80]}")
+    return rep
+
+
+def _cmd_audit(args) -> int:
+    _, notebooks = lab_notebooks(Path(args.src) if args.src else None, args.notebooks)
+    bad = 0
+    for path in notebooks:
+        rep = audit_notebook(_read(path), path.name)
+        bad += len(rep.circular) + len(rep.hints_with_answer)
+        print(rep)
+    print("no circular check, no hint that gives the answer" if not bad else f"{bad} problem(s) found")
+    return 0 if not bad else 1
+
+
+SUBCOMMANDS = ("build", "copy", "nbgrader", "check", "audit")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,6 +734,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("notebooks", nargs="*")
     k.add_argument("--src")
     k.set_defaults(fn=_cmd_check)
+    a = sub.add_parser("audit", help="count each lab's checks and learner-written pieces; find circular checks and "
+                                     "hints that give the answer")
+    a.add_argument("notebooks", nargs="*")
+    a.add_argument("--src")
+    a.set_defaults(fn=_cmd_audit)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -559,3 +559,24 @@ def test_every_exercise_of_every_lab_can_be_revealed(lab):
         assert ex.solution.strip(), ex
         for name in {ex.name, *ex.checks, *ex.labels}:
             assert E.find_solution(name, lab.stem).code == ex.solution, (lab.name, name)
+
+
+def test_audit_finds_circular_checks_and_answer_giving_hints():
+    nb = _nb([
+        ("md", "**Predict, then run.** Guess first."),
+        ("code", "### BEGIN SOLUTION\nratio = costs[0].bytes / costs[1].bytes\n### END SOLUTION\n"
+                 "check('ex1', ratio, expected=costs[0].bytes / costs[1].bytes, hint='a ratio')"),
+        ("code", "### BEGIN SOLUTION\nanswer = [c for c in cards if valid(c)]\n### END SOLUTION\n"
+                 "check('ex2', answer, expected=['a'], hint='[c for c in cards if valid(c)]')"),
+        ("code", "### BEGIN SOLUTION\ndef f(x):\n    return 2 * x\nfact = 'LLM06'\n### END SOLUTION\n"
+                 "check('ex3', f, expected=lambda g: g(2) == 4, hint='double it')\n"
+                 "check('ex4', fact, expected='LLM06')"),
+    ])
+    rep = grading.audit_notebook(nb, "t.ipynb")
+    assert rep.checks == 4 and rep.predictions == 1 and rep.learner_functions == ["f"]
+    assert [c.split(":")[0] for c in rep.circular] == ["ex1"]          # a literal fact asked is not circular
+    assert [h.split(":")[0] for h in rep.hints_with_answer] == ["ex2"]
+
+
+def test_every_lab_passes_the_audit(capsys):
+    assert grading.main(["audit"]) == 0, capsys.readouterr().out
