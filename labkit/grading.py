@@ -329,6 +329,15 @@ def _bound_in(fn) -> set[str]:
     return bound
 
 
+def _answered_guard(test) -> str | None:
+    """``NAME`` when ``test`` is ``NAME is not ...`` (the lab runs a block only once the learner answered)."""
+    if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.IsNot) and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value is Ellipsis):
+        return test.left.id
+    return None
+
+
 def _loads(node) -> list[ast.Name]:
     """Names ``node`` reads from the notebook's global scope, outside ``check(...)`` calls (which accept an
     unanswered ``...``); names local to a function, lambda or comprehension are not counted."""
@@ -345,6 +354,13 @@ def _loads(node) -> list[ast.Name]:
             stack.extend((d, local) for d in n.args.defaults + [d for d in n.args.kw_defaults if d is not None])
             body = n.body if isinstance(n.body, list) else [n.body]
             stack.extend((b, inner) for b in body)
+            continue
+        guard = _answered_guard(n.test) if isinstance(n, (ast.If, ast.IfExp)) else None
+        if guard:  # `if NAME is not ...:` / `X if NAME is not ... else Y`: the body runs only once it is answered
+            body = n.body if isinstance(n.body, list) else [n.body]
+            orelse = n.orelse if isinstance(n.orelse, list) else [n.orelse]
+            stack.extend((b, local | {guard}) for b in body)
+            stack.extend((b, local) for b in orelse)
             continue
         if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
             targets = {t.id for g in n.generators for t in ast.walk(g.target) if isinstance(t, ast.Name)}

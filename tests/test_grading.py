@@ -580,3 +580,15 @@ def test_audit_finds_circular_checks_and_answer_giving_hints():
 
 def test_every_lab_passes_the_audit(capsys):
     assert grading.main(["audit"]) == 0, capsys.readouterr().out
+
+
+def test_lint_accepts_uses_guarded_by_an_answered_test():
+    nb = _nb([
+        ("code", "from labkit.exercises import check"),
+        ("code", "### BEGIN SOLUTION\ndef f(x):\n    return x\n### END SOLUTION\ncheck('ex1', f, expected=lambda g: g(1) == 1)"),
+        ("code", "if f is not ...:\n    print(f(2))\nprint(f(3) if f is not ... else '?')"),
+        ("code", "if f is not ...:\n    pass\nelse:\n    print(f(4))"),   # the else branch runs unanswered
+    ])
+    student, _ = grading.student_notebook(nb, "lab.ipynb")
+    problems = grading.unanswered_uses(student, "lab.ipynb")
+    assert len(problems) == 1 and "cell 4" in problems[0], problems
