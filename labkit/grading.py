@@ -329,13 +329,16 @@ def _bound_in(fn) -> set[str]:
     return bound
 
 
-def _answered_guard(test) -> str | None:
-    """``NAME`` when ``test`` is ``NAME is not ...`` (the lab runs a block only once the learner answered)."""
+def _answered_guard(test) -> frozenset[str]:
+    """The names ``test`` requires answered: ``NAME is not ...`` (and several joined by ``and``), so that the
+    lab runs a block only once the learner wrote them."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return frozenset().union(*(_answered_guard(v) for v in test.values))
     if (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and len(test.ops) == 1
             and isinstance(test.ops[0], ast.IsNot) and isinstance(test.comparators[0], ast.Constant)
             and test.comparators[0].value is Ellipsis):
-        return test.left.id
-    return None
+        return frozenset({test.left.id})
+    return frozenset()
 
 
 def _loads(node) -> list[ast.Name]:
@@ -359,7 +362,7 @@ def _loads(node) -> list[ast.Name]:
         if guard:  # `if NAME is not ...:` / `X if NAME is not ... else Y`: the body runs only once it is answered
             body = n.body if isinstance(n.body, list) else [n.body]
             orelse = n.orelse if isinstance(n.orelse, list) else [n.orelse]
-            stack.extend((b, local | {guard}) for b in body)
+            stack.extend((b, local | guard) for b in body)
             stack.extend((b, local) for b in orelse)
             continue
         if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
@@ -375,6 +378,7 @@ def _loads(node) -> list[ast.Name]:
             continue
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
             if n.id not in local:
+                n.guarded = local  # names known answered (or local) where this one is read
                 out.append(n)
             continue
         stack.extend((c, local) for c in ast.iter_child_nodes(n))
@@ -457,8 +461,8 @@ def unanswered_uses(student_nb, name: str = "notebook") -> list[str]:
                 if n.id in tainted:
                     problems.append(f"{name}, cell {idx + 1}: uses `{n.id}`, which the learner writes in cell "
                                     f"{tainted[n.id]}; the student version fails here until it is answered")
-                elif n.id in deps and (closure(n.id) & set(tainted)):
-                    used = sorted(closure(n.id) & set(tainted))
+                elif n.id in deps and (closure(n.id) & set(tainted)) - getattr(n, "guarded", frozenset()):
+                    used = sorted((closure(n.id) & set(tainted)) - getattr(n, "guarded", frozenset()))
                     problems.append(f"{name}, cell {idx + 1}: calls `{n.id}`, which uses `{', '.join(used)}` "
                                     f"(written by the learner in cell {tainted[used[0]]}); the student version "
                                     f"fails here until it is answered")
