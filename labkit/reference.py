@@ -13,6 +13,9 @@ library computes:
 - ``sgns_loss``: skip-gram's negative-sampling loss written as word2vec's logistic regression: one logit per
   (word, context) pair labelled 1 and per (word, noise) pair labelled 0, torch's ``binary_cross_entropy_with_logits``
   summed over the pairs of each word, averaged over the batch.
+- ``bpe_pair_counts`` / ``bpe_merge``: one step of BPE training as Sennrich et al. (2016) write it: adjacent symbol
+  pairs counted over a word-frequency table, and a pair's occurrences replaced left to right, never overlapping
+  ("a a a" with the pair (a, a) gives "aa a").
 - ``train_step``: one step of next-token training as ``%finetune`` (transformers' Trainer) takes it: the loss
   transformers computes from ``labels=`` (it shifts the labels itself), gradients clipped to norm 1.0
   (``max_grad_norm``), one optimizer step, gradients cleared.
@@ -237,5 +240,47 @@ def agrees_with_sgns_loss(fn, trials: int = 20, seed: int = 8) -> bool:
         got.sum().backward()
         want.backward()
         if not all(torch.allclose(m.grad, r.grad, rtol=1e-5, atol=1e-7) for m, r in zip(mine, ref)):
+            return False
+    return True
+
+
+def bpe_pair_counts(words):
+    from collections import Counter
+
+    pairs = Counter()
+    for symbols, count in words.items():
+        for i in range(len(symbols) - 1):
+            pairs[(symbols[i], symbols[i + 1])] += count
+    return pairs
+
+
+def bpe_merge(symbols, pair):
+    out, i = [], 0
+    symbols = tuple(symbols)
+    while i < len(symbols):
+        if symbols[i:i + 2] == tuple(pair):
+            out.append(pair[0] + pair[1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return tuple(out)
+
+
+def agrees_with_bpe_step(pair_counts, merge, trials: int = 40, seed: int = 12) -> bool:
+    """Do the learner's ``pair_counts(words)`` and ``merge(symbols, pair)`` agree with the references on random
+    word tables and symbol tuples, repeated pairs ("aaaa") included?"""
+    import random
+
+    rng = random.Random(seed)
+    for t in range(trials):
+        alphabet = "abc" if t % 2 else "abcdefgh"
+        words = {tuple(rng.choice(alphabet) for _ in range(rng.randint(1, 7))): rng.randint(1, 9) for _ in range(6)}
+        got = pair_counts(dict(words))
+        if dict(got) != dict(bpe_pair_counts(words)):
+            return False
+        symbols = tuple(rng.choice(alphabet[:3]) for _ in range(rng.randint(0, 9)))
+        pair = (rng.choice(alphabet[:3]), rng.choice(alphabet[:3]))
+        if tuple(merge(symbols, pair)) != bpe_merge(symbols, pair):
             return False
     return True
