@@ -36,6 +36,9 @@ test: setup
 	# LangChain's standard suites in a process of their own: their async tests need an event loop that no earlier
 	# test (IPython shells, kernels) has left running
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider -rs tests/test_langchain_standard.py $(PYTEST_ARGS)
+	# every lab once more with no network at all (a namespace with only loopback), each held to the memory
+	# budget it declares; the figures go to test-artifacts/lab-memory.json
+	deploy/offline.sh $(PY) deploy/check-labs.py
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -p no:cacheprovider -m "not browser and not slow and not hub" tests $(PYTEST_ARGS)

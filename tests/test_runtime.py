@@ -185,6 +185,26 @@ def test_values_yaml_limits_follow_the_measurements(clean_env):
     assert values["extraEnv"]["HF_HUB_OFFLINE"] == "1"
 
 
+def test_values_yaml_guarantee_covers_every_lab_budget():
+    """Each lab declares a kernel budget (require_memory), and `make test` holds every lab to it
+    (deploy/check-labs.py); the classroom's guarantee must fit the largest budget plus an idle single-user server
+    (181 MB measured by benchmarks/bench_hub.py)."""
+    import importlib.util
+
+    import nbformat
+    import yaml
+    from jupyterhub.traitlets import ByteSpecification
+
+    spec = importlib.util.spec_from_file_location("check_labs", ROOT / "deploy" / "check-labs.py")
+    cl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cl)
+    budgets = {p.name: cl.budget_mib(nbformat.read(str(p), 4)) for p in sorted((ROOT / "labs").glob("[0-9][0-9]_*.ipynb"))}
+    assert all(budgets.values()), [k for k, v in budgets.items() if not v]
+    values = yaml.safe_load((ROOT / "deploy" / "values.yaml").read_text())["singleuser"]
+    guarantee = ByteSpecification().validate(None, values["memory"]["guarantee"])
+    assert guarantee >= (max(budgets.values()) + 181) * 2**20, (values["memory"], budgets)
+
+
 def test_dockerfile_runs_only_tested_commands():
     """Each RUN step of deploy/Dockerfile is a command the test suite runs elsewhere."""
     text = (ROOT / "deploy" / "Dockerfile").read_text()

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Run every lab once more the way a classroom runs it, and hold each to its memory budget.
+
+    python deploy/check-labs.py [LAB ...] [--report test-artifacts/lab-memory.json]
+
+Each lab is executed top to bottom in a fresh kernel (nbclient, strict exercises: a failing check fails the lab)
+while a sampler reads the kernel's resident memory (RSS, its child processes included) every 0.1 s. A lab fails
+when it errors or when its peak exceeds the budget it declares with ``labkit.runtime.require_memory("950M", ...)``.
+The figures go to a JSON report (lab, seconds, peak MiB, budget MiB), which deploy/INSTRUCTOR.md's sizing reads.
+
+`make test` runs this inside a network namespace with only loopback up (deploy/offline.sh), so the same run also
+proves that no lab downloads anything.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_RE = re.compile(r"require_memory\(\s*[\"']([0-9.]+)\s*([KMG])i?B?[\"']", re.I)
+UNITS = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}
+
+
+def budget_mib(nb) -> float | None:
+    for cell in nb.cells:
+        m = BUDGET_RE.search(cell.source) if cell.cell_type == "code" else None
+        if m:
+            return float(m.group(1)) * UNITS[m.group(2).upper()]
+    return None
+
+
+class PeakRSS(threading.Thread):
+    """Samples the kernel's RSS (with its children) until stopped; ``peak`` in bytes."""
+
+    def __init__(self, client, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.client, self.every, self.peak, self.done = client, every, 0, threading.Event()
+
+    def _pid(self):
+        km = getattr(self.client, "km", None)
+        prov = getattr(km, "provisioner", None) if km is not None else None
+        proc = getattr(prov, "process", None) if prov is not None else None
+        return getattr(proc, "pid", None)
+
+    def run(self):
+        import psutil
+
+        while not self.done.is_set():
+            pid = self._pid()
+            if pid:
+                try:
+                    p = psutil.Process(pid)
+                    rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                    self.peak = max(self.peak, rss)
+                except psutil.Error:
+                    pass
+            self.done.wait(self.every)
+
+
+def run_lab(path: Path) -> dict:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(str(path), as_version=4)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    sampler = PeakRSS(client)
+    sampler.start()
+    t0, error = time.perf_counter(), None
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        error = f"{exc.ename}: {str(exc.evalue)[:300]}"
+    except Exception as exc:  # noqa: BLE001 - a kernel that died (killed for memory) is a failed lab too
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        sampler.done.set()
+        sampler.join()
+    budget = budget_mib(nb)
+    row = {"lab": path.name, "seconds": round(time.perf_counter() - t0, 1), "peak_mib": round(sampler.peak / 2**20),
+           "budget_mib": round(budget) if budget else None, "error": error}
+    if not error and budget is None:
+        row["error"] = "declares no budget: add labkit.runtime.require_memory(...) near the top"
+    elif not error and sampler.peak == 0:
+        row["error"] = "the kernel's memory could not be read"
+    elif not error and sampler.peak / 2**20 > budget:
+        row["error"] = f"peak {row['peak_mib']} MiB is over the {row['budget_mib']} MiB the lab declares"
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("labs", nargs="*", help="lab notebooks (default: every labs/NN_*.ipynb)")
+    ap.add_argument("--report", default=str(ROOT / "test-artifacts" / "lab-memory.json"))
+    args = ap.parse_args(argv)
+    labs = [Path(p) for p in args.labs] or sorted((ROOT / "labs").glob("[0-9][0-9]_*.ipynb"))
+    os.environ.setdefault("LABKIT_STRICT_EXERCISES", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    for lab in labs:
+        row = run_lab(lab)
+        rows.append(row)
+        verdict = "FAIL " + row["error"] if row["error"] else "ok"
+        print(f"{row['lab']:32s} {row['seconds']:6.1f} s  peak {row['peak_mib']:5d} MiB  budget "
+              f"{row['budget_mib'] or '-':>5} MiB  {verdict}", flush=True)
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"offline": os.environ.get("LABKIT_OFFLINE_RUN") == "1", "labs": rows}, indent=1))
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows) - len(failed)}/{len(rows)} labs ran within their memory budgets; report: {report}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
