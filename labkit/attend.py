@@ -17,6 +17,8 @@ small, otherwise one layer at a time, on demand, plus small downsampled thumbnai
 from __future__ import annotations
 
 import html
+import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,16 +281,44 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
 
 
 # ------------------------------------------------------------------------------------------------ bertviz
-def cdn_reachable(host: str = "cdnjs.cloudflare.com", timeout: float = 1.5) -> bool:
-    """Can this machine reach bertviz's CDN? (A proxy for the browser: both sit in the same classroom network.)"""
-    from .runtime import host_reachable
+# bertviz's views load require.js, d3 and jQuery from cdnjs.cloudflare.com, which a classroom without internet
+# cannot reach. labkit ships pinned copies (labkit/vendor/bertviz, from npm by deploy/vendor-bertviz.sh, licences
+# kept) and inlines them into bertviz's HTML, so its head and model views render offline.
+VENDOR = Path(__file__).resolve().parent / "vendor" / "bertviz"
+_CDN_REQUIRE = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]+"></script>')
+_REQUIRE_CONFIG = re.compile(r"require\.config\(\{\s*paths:\s*\{.*?\}\s*\}\);", re.S)
 
-    return host_reachable(host, 443, timeout)
+
+def _amd(name: str, source: str) -> str:
+    """``source`` (a UMD build) registered as the AMD module ``name``: inside the wrapper it sees CommonJS
+    (``module``/``exports``) and no ``define``, so it fills ``module.exports`` instead of an anonymous define()."""
+    return (f"define('{name}', [], function () {{ var module = {{exports: {{}}}}, exports = module.exports;\n"
+            f"(function (define) {{\n{source}\n}}).call(window);\nreturn module.exports; }});")
+
+
+def _offline_scripts() -> str:
+    try:
+        req, d3, jq = ((VENDOR / f).read_text(encoding="utf-8") for f in ("require.js", "d3.min.js", "jquery.min.js"))
+    except OSError as exc:
+        raise LabkitError(f"labkit's copies of bertviz's scripts are missing ({exc.filename}): reinstall labkit") from None
+    # </script> inside the libraries would end the tag early; they only contain it in strings, split it
+    safe = lambda js: js.replace("</script", "<\\/script")  # noqa: E731
+    return (f"<script type='text/javascript'>{safe(req)}</script>\n"
+            f"<script type='text/javascript'>{safe(_amd('d3', d3))}\n{safe(_amd('jquery', jq))}</script>\n")
+
+
+def offline_bertviz(html_text: str) -> str:
+    """bertviz's HTML with its CDN scripts replaced by labkit's copies (nothing left to fetch from the network)."""
+    out, n = _CDN_REQUIRE.subn(lambda _m: _offline_scripts(), html_text, count=1)
+    if not n:
+        raise LabkitError("bertviz's HTML no longer loads require.js the way labkit expects (a new bertviz?); "
+                          "use --view head|model|matrix")
+    return _REQUIRE_CONFIG.sub("", out, count=1)
 
 
 @dataclass
 class BertvizView:
-    """bertviz's own view, or labkit's when bertviz's scripts cannot load."""
+    """bertviz's own view (its scripts served from labkit's copies), or labkit's when bertviz cannot run."""
 
     result: AttentionResult
     html: str | None
@@ -299,39 +329,33 @@ class BertvizView:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         esc = html.escape(self.notice)
-        if self.html is None:  # offline: our own view, with the notice on top
+        if self.html is None:  # bertviz could not run: our own view, with the notice on top
             data = self.result._repr_mimebundle_()
             data["text/html"] = f"<div class='labkit-notice'><b>{esc}</b></div>" + data["text/html"]
             data["text/plain"] = self.notice + "\n" + data["text/plain"]
             return data
-        # bertviz needs require.js and d3 from a CDN; if they have not arrived after 6 s the notice says so
-        guard = ("<div class='labkit-bertviz-guard' style='color:#92400e'></div><script>(function(){var s="
-                 "document.currentScript;setTimeout(function(){if(typeof window.require==='undefined'){"
-                 "var g=s.previousElementSibling;g.textContent='bertviz could not load its scripts from its CDN "
-                 "(offline?). Use %%attend --view head (labkit\\'s own view) instead.';}},6000);})();</script>")
-        return {"text/html": self.html + guard, "text/plain": self.notice}
+        return {"text/html": self.html, "text/plain": self.notice}
 
 
 def bertviz_html(result: AttentionResult, which: str = "model") -> str:
-    """bertviz's ``model_view``/``head_view`` HTML for this result (what bertviz would put in the notebook)."""
+    """bertviz's ``model_view``/``head_view`` HTML for this result, its scripts inlined (renders offline)."""
     try:
         import torch
         from bertviz import head_view, model_view
     except ImportError:
         raise LabkitError("bertviz is not installed (`pip install bertviz`); use --view head|model|matrix") from None
+    if which not in ("head", "model"):
+        raise LabkitUsageError(f"bertviz's views here are 'head' and 'model', not {which!r}")
     att = tuple(torch.from_numpy(result.attentions[i : i + 1].astype("float32")) for i in range(result.n_layers))
     fn = model_view if which == "model" else head_view
     kwargs = {"sentence_b_start": result.pair_start} if result.pair_start is not None else {}
     out = fn(att, result.tokens, html_action="return", **kwargs)
-    return out.data if hasattr(out, "data") else str(out)
+    return offline_bertviz(out.data if hasattr(out, "data") else str(out))
 
 
-def bertviz_view(result: AttentionResult, which: str = "head", online: bool | None = None) -> BertvizView:
-    online = cdn_reachable() if online is None else online
-    if not online:
-        return BertvizView(result, None, "bertviz loads require.js and d3 from cdnjs.cloudflare.com, which cannot "
-                                         "be reached from here (offline): showing labkit's own attention view.")
+def bertviz_view(result: AttentionResult, which: str = "head") -> BertvizView:
     try:
-        return BertvizView(result, bertviz_html(result, which), f"bertviz {which}_view of {result.model}")
+        return BertvizView(result, bertviz_html(result, which), f"bertviz {which}_view of {result.model} "
+                                                                "(its scripts from labkit's copies: works offline)")
     except LabkitError as exc:
         return BertvizView(result, None, f"{exc}: showing labkit's own view.")

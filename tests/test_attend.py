@@ -159,15 +159,28 @@ def test_thumbnails_downsample():
     assert (np.diag(t[0, 0]) == 255).all() and t[0, 0, 0, 5] == 0
 
 
-def test_bertviz_offline_falls_back_and_online_html(micro):
-    from labkit.attend import attend, bertviz_view
+def test_bertviz_views_use_labkits_copies_of_their_scripts(micro, monkeypatch):
+    import json
 
-    r = attend("the old bridge", micro)
-    off = bertviz_view(r, online=False)
+    from labkit import attend as A
+
+    r = A.attend("the old bridge", micro)
+    for which in ("head", "model"):
+        view = A.bertviz_view(r, which=which)
+        assert view.html and "cdnjs" not in view.html and "https://" not in view.html.split("</script>")[-1]
+        assert "define('d3'" in view.html and "define('jquery'" in view.html and "RequireJS 2.3.6" in view.html
+        assert view._repr_mimebundle_()["text/html"] == view.html
+    versions = json.loads((A.VENDOR / "VERSIONS.json").read_text())
+    import hashlib
+    for name, info in versions.items():   # the shipped copies are the pinned ones
+        assert hashlib.sha256((A.VENDOR / name).read_bytes()).hexdigest() == info["sha256"], name
+    # bertviz missing: labkit's own view, with the reason on top
+    monkeypatch.setattr(A, "bertviz_html", lambda *a, **k: (_ for _ in ()).throw(A.LabkitError("bertviz is not installed")))
+    off = A.bertviz_view(r)
     bundle = off._repr_mimebundle_()
-    assert off.html is None and "offline" in bundle["text/plain"] and "labkit" in bundle["text/html"]
-    on = bertviz_view(r, which="model", online=True)
-    assert on.html and "require" in on.html  # bertviz's HTML loads its scripts through require.js
+    assert off.html is None and "not installed" in bundle["text/plain"] and "labkit" in bundle["text/html"]
+    with pytest.raises(A.LabkitError, match="no longer loads require.js"):
+        A.offline_bertviz("<div>no script</div>")
 
 
 def test_magic(ip, micro):

@@ -107,3 +107,35 @@ def test_attention_widget_hover_and_views(lab_server, page):
     assert big.locator("canvas.lk-attn-matrix").count() == 1
     screenshot(page, "attend_512.png")
     assert not [e for e in errors if "lk-" in e or "attention" in e or "generate" in e], errors
+
+
+def test_bertviz_head_view_renders_offline(lab_server, page):
+    """bertviz's own head view in JupyterLab with every request off the machine refused: its scripts come from
+    labkit's copies, so the view draws its tokens and attention lines anyway."""
+    from urllib.parse import urlparse
+
+    from test_attend import make_micro_model
+
+    make_micro_model(lab_server.root / "micro")
+    blocked = []
+
+    def only_loopback(route):
+        host = urlparse(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", only_loopback)
+    nb = _notebook(["%load_ext labkit", "%%attend --model micro --view bertviz\nMira gave the key to Tam."])
+    (lab_server.root / "bertviz_offline.ipynb").write_text(json.dumps(nb))
+    run_all(page, lab_server, "bertviz_offline.ipynb")
+    svg = page.locator("[id^=bertviz] svg").first
+    svg.wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('[id^=bertviz] svg text').length > 4", timeout=30_000)
+    texts = page.locator("[id^=bertviz] svg text").all_text_contents()
+    assert any("Mira" in t for t in texts) and any("Tam" in t for t in texts), texts
+    assert page.locator("[id^=bertviz] svg line, [id^=bertviz] svg path").count() > 0  # attention drawn
+    svg.scroll_into_view_if_needed()
+    screenshot(page, "bertviz_head_view_offline.png")
+    assert not [u for u in blocked if "cdnjs" in u], blocked   # nothing even tried the CDN

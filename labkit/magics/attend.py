@@ -11,7 +11,7 @@ parser = MagicParser(
   %%attend --model minilm --view model
   %%attend --model tiny-chat --layer 3 --head 1 --view matrix
   %%attend --model minilm --pair     two sentences, one per line
-  %%attend --view bertviz            bertviz's view (needs its CDN; offline, labkit's view is shown)""",
+  %%attend --view bertviz            bertviz's own head view (its scripts ship with labkit: works offline)""",
 )
 parser.add_argument("--model", default="tiny-base", help="tiny-base (default), tiny-chat, minilm, a folder or hub id")
 parser.add_argument("--layer", type=int, default=None, help="layer to open (0-based)")
