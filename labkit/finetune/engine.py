@@ -68,6 +68,7 @@ class FinetuneResult(Viewable):
     log_history: list = field(default_factory=list, repr=False)
     config: dict = field(default_factory=dict, repr=False)
     resumed_from: int | None = None
+    recovered: list[str] = field(default_factory=list)  # what an interrupted earlier run had left, put right
 
     @property
     def losses(self) -> list[float]:
@@ -117,6 +118,10 @@ class FinetuneResult(Viewable):
               f"({100 * self.trainable_fraction:.2f} %)")
         if self.data is not None:
             s += f"\n  data: {self.data.summary()}"
+        if self.resumed_from is not None:
+            s += f"\n  resumed from checkpoint-{self.resumed_from}"
+        for note in self.recovered:
+            s += f"\n  found from an interrupted run: {note}"
         if self.path:
             s += f"\n  saved in {self.path}" + (f" (last checkpoint {self.checkpoint.name})" if self.checkpoint else "")
         return s
@@ -334,6 +339,10 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
     base_label = str(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name", None) or "scratch"
     name = name or _default_name(method, base_label)
     folder = runs.run_dir(name, output_dir)
+    try:  # what an interrupted earlier run left (an unfinished or half-swapped save) is put right first
+        recovered = runs.clean_partial(folder) if folder.is_dir() else []
+    except OSError:
+        recovered = []
     previous_ckpt = runs.latest_checkpoint(folder) if resume else None
     saved_config = {}
     if resume:
@@ -346,7 +355,6 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
         if data is None and (folder / "data.jsonl").is_file():
             data = folder / "data.jsonl"
     runs.ensure_writable(folder)
-    runs.clean_partial(folder)
 
     # -- data and model
     ds = load_data(data, method, skip_bad=skip_bad, fmt=data_format)
@@ -485,7 +493,8 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
         step=trainer.state.global_step, max_steps=max_steps, stopped=live.stopped_early, stop_reason=stop.reason,
         seconds=seconds, tokens=live.tokens, peak_memory=live.peak_memory, trainable_params=trainable,
         total_params=total, checkpoint=runs.latest_checkpoint(folder), log_history=list(trainer.state.log_history),
-        config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None)
+        config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None,
+        recovered=recovered)
     _write_card(folder, result)
     SESSION_CURVES[:] = [c for c in SESSION_CURVES if c.name != name] + [curve]
     if base._tmp:
@@ -568,19 +577,13 @@ def _restore_curve(curve: Curve, ckpt: Path) -> None:
 
 
 def _save_atomic(folder: Path, write) -> None:
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    from ..atomic import replace_folder
+
     try:
-        write(tmp)
+        replace_folder(folder, write)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(folder.with_name(folder.name + ".partial"), ignore_errors=True)
         raise runs.disk_error(exc, folder.parent, runs.latest_checkpoint(folder.parent)) from None
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.rename(folder, old)
-    os.rename(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_final(folder: Path, trained, tok, method: str, use_peft: bool, base: _Base, merge: bool):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from .. import session
 from ..errors import LabkitError, LabkitUsageError
+from ..atomic import recover_folder
+from ..faults import point
 
 PARTIAL = ".partial"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -74,16 +76,37 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def clean_partial(folder: Path) -> None:
-    shutil.rmtree(Path(folder) / "checkpoints" / PARTIAL, ignore_errors=True)
+def clean_partial(folder: Path) -> list[str]:
+    """What an interrupted run left in ``folder``: an unfinished checkpoint (removed) and a checkpoint moved aside
+    mid-swap (put back). Returns what was found, so the next call can say so."""
+    found = []
+    staging = Path(folder) / "checkpoints" / PARTIAL
+    if staging.exists():
+        found.append("an unfinished checkpoint was thrown away")
+        shutil.rmtree(staging, ignore_errors=True)
+    ck = Path(folder) / "checkpoints"
+    for old in sorted(ck.glob("checkpoint-*.old")) if ck.is_dir() else []:
+        final = old.with_name(old.name[:-len(".old")])
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, final)
+            found.append(f"{final.name} was put back (a save was interrupted while replacing it)")
+    for name in ("model", "adapter"):
+        note = recover_folder(Path(folder) / name)
+        if note:
+            found.append(note)
+    return found
 
 
 def publish(partial_ckpt: Path, final: Path) -> None:
     """Move a fully written checkpoint into place (atomic rename)."""
+    point("checkpoint.staged")
     if final.exists():  # the same step saved twice (a stop right after a periodic save): replace it
         trash = final.with_name(final.name + ".old")
         shutil.rmtree(trash, ignore_errors=True)
         os.rename(final, trash)
+        point("checkpoint.swap")
         os.rename(partial_ckpt, final)
         shutil.rmtree(trash, ignore_errors=True)
     else:

@@ -48,8 +48,10 @@ def run(args, body, shell):
     wanted = ChunkSettings.make(args.chunk or "recursive", args.size, args.overlap)
     report = None
     if args.load:
-        rag.name_index(args.index, rag.Index.load(args.load, chunking=wanted if chunk_given else None,
-                                                  name=args.index))
+        loaded = rag.name_index(args.index, rag.Index.load(args.load, chunking=wanted if chunk_given else None,
+                                                           name=args.index))
+        if getattr(loaded, "recovered", None):
+            print(f"note: {loaded.recovered}")
     ix = rag.session_index(args.index)
     if ix is None or (not len(ix) and chunk_given):
         ix = rag.name_index(args.index, rag.Index(wanted, name=args.index))

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             wanted = ChunkSettings.make(args.chunk or "recursive", args.size, args.overlap)
             if os.path.exists(os.path.join(args.out, "manifest.json")):
                 ix = Index.load(args.out, chunking=wanted if given else None)
+                if ix.recovered:
+                    print(f"note: {ix.recovered}")
             else:
                 ix = Index(wanted)
             report = IngestReport()

@@ -30,6 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
+from .. import faults
 from ..errors import LabkitError, LabkitUsageError
 from ..text import valid_unicode
 from ..watch import OnProgress, Progress, Reporter
@@ -114,6 +115,7 @@ class Index:
         self._tokvec_cache: dict[str, np.ndarray] = {}
         self._pos: dict[str, int] = {}
         self.fusion = Fusion()
+        self.recovered: str | None = None  # what an interrupted save had left beside a loaded index
 
     # -------------------------------------------------------------------------------------------- contents
     def __len__(self):
@@ -393,6 +395,7 @@ class Index:
         try:
             _fsync_write(data_dir / "chunks.jsonl",
                          "".join(json.dumps(c.to_dict(), ensure_ascii=False) + "\n" for c in self.chunks).encode())
+            faults.point("index.data")
             with open(data_dir / "vectors.npy", "wb") as fh:
                 np.save(fh, self.vectors)
                 fh.flush()
@@ -404,7 +407,9 @@ class Index:
             man["saved"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             tmp = path / f"manifest.json.tmp-{uuid.uuid4().hex[:8]}"
             _fsync_write(tmp, json.dumps(man, indent=1, ensure_ascii=False).encode())
+            faults.point("index.manifest")
             os.replace(tmp, path / "manifest.json")  # the commit point
+            faults.point("index.committed")
         except BaseException:
             shutil.rmtree(data_dir, ignore_errors=True)
             raise
@@ -476,6 +481,10 @@ class Index:
         ix._changed()
         ix._faiss = faiss.read_index(str(data_dir / "dense.faiss"))
         ix.path = path
+        stray = [p for p in path.glob("data-*") if p.name != data_dir.name] + list(path.glob("manifest.json.tmp-*"))
+        if stray:
+            ix.recovered = (f"an interrupted save left {len(stray)} unfinished file(s) or folder(s) in {path}; the "
+                            f"index saved before it was loaded (they are removed at the next save)")
         return ix
 
     # -------------------------------------------------------------------------------------------- LangChain

@@ -205,13 +205,21 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
 
 
 def _save(model, tok, folder: Path, stats, val_loss: float, n_params: int, recipe: str, host: dict, **extra) -> dict:
-    """Weights, tokenizer and ``train.json`` (what the model card is written from)."""
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tok.save_pretrained(str(folder))
+    """Weights, tokenizer and ``train.json`` (what the model card is written from), written beside the folder and
+    moved into place at the end (``labkit.atomic.replace_folder``): an interrupted save never leaves a half-written
+    model where ``labkit.models.load`` would read it."""
+    from ..atomic import replace_folder
+
     info = {"recipe": recipe, "parameters": n_params, "steps": stats.steps, "tokens": stats.tokens,
             "seconds": stats.seconds, "tokens_per_s": stats.tokens_per_s, "mfu_vs_170gflops": stats.mfu(),
             "val_loss": val_loss, **extra, "losses": stats.losses, "evals": stats.evals, "host": host}
-    _write_json(folder / "train.json", info)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        _write_json(tmp / "train.json", info)
+
+    replace_folder(folder, write)
     return info
 
 

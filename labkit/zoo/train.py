@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from .. import faults
 from . import formats as F
 
 #: model sizes: name -> LlamaConfig arguments
@@ -216,6 +217,7 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "order": order, "pos": pos,
                         "step": step_done, "gen": gen.get_state(), "elapsed": time.perf_counter() - t0,
                         "stats": {k: getattr(stats, k) for k in ("steps", "tokens", "losses", "evals")}}, tmp)
+            faults.point("zoo.checkpoint")  # written, not yet in place
             os.replace(tmp, checkpoint)
     last_ck = time.perf_counter()
     for step in range(start, steps):
