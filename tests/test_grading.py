@@ -495,7 +495,7 @@ def test_solution_errors_are_clear(store):
     from labkit import exercises as E
 
     with pytest.raises(LabkitUsageError, match=r"no exercise 'Exercise 9' in lab 03_tokenization; its exercises "
-                                               r"are: Exercise 1, Exercise 2, .*Exercise 6"):
+                                               r"are: Exercise 1, Exercise 2a, Exercise 2, .*Exercise 6"):
         E.solution("Exercise 9", lab="03")
     with pytest.raises(LabkitUsageError, match="cannot tell which lab.*lab='03_tokenization'.*00_welcome"):
         E.solution("Exercise 2")
