@@ -4,7 +4,8 @@
     python deploy/check-labs.py [LAB ...] [--report test-artifacts/lab-memory.json]
 
 Each lab is executed top to bottom in a fresh kernel (nbclient, strict exercises: a failing check fails the lab)
-while a sampler reads the kernel's resident memory (RSS, its child processes included) every 0.1 s. A lab fails
+while a sampler reads the kernel's resident memory (RSS, plus the unique memory of its child processes) every
+0.1 s. A lab fails
 when it errors or when its peak exceeds the budget it declares with ``labkit.runtime.require_memory("950M", ...)``.
 The figures go to a JSON report (lab, seconds, peak MiB, budget MiB), which deploy/INSTRUCTOR.md's sizing reads.
 
@@ -35,6 +36,17 @@ def budget_mib(nb) -> float | None:
     return None
 
 
+def _unique(proc) -> int:
+    """A child's own memory (USS): a forked child (the agent's sandbox) shares most pages with the kernel, and
+    adding its RSS would count them twice; a container's memory limit counts them once."""
+    import psutil
+
+    try:
+        return proc.memory_full_info().uss
+    except (psutil.AccessDenied, AttributeError):
+        return proc.memory_info().rss
+
+
 class PeakRSS(threading.Thread):
     """Samples the kernel's RSS (with its children) until stopped; ``peak`` in bytes."""
 
@@ -56,7 +68,7 @@ class PeakRSS(threading.Thread):
             if pid:
                 try:
                     p = psutil.Process(pid)
-                    rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                    rss = p.memory_info().rss + sum(_unique(c) for c in p.children(recursive=True))
                     self.peak = max(self.peak, rss)
                 except psutil.Error:
                     pass
