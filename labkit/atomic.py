@@ -50,5 +50,5 @@ def recover_folder(folder: str | os.PathLike) -> str | None:
 def write_json(path: str | os.PathLike, data) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)

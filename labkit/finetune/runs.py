@@ -85,15 +85,10 @@ def clean_partial(folder: Path) -> list[str]:
         found.append("an unfinished checkpoint was thrown away")
         shutil.rmtree(staging, ignore_errors=True)
     ck = Path(folder) / "checkpoints"
-    for old in sorted(ck.glob("checkpoint-*.old")) if ck.is_dir() else []:
-        final = old.with_name(old.name[:-len(".old")])
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(old, final)
-            found.append(f"{final.name} was put back (a save was interrupted while replacing it)")
-    for name in ("model", "adapter"):
-        note = recover_folder(Path(folder) / name)
+    # publish() and the final save both swap through NAME.old, as labkit.atomic.replace_folder does
+    moved = [old.with_name(old.name[:-len(".old")]) for old in ck.glob("checkpoint-*.old")] if ck.is_dir() else []
+    for target in sorted(moved) + [Path(folder) / "model", Path(folder) / "adapter"]:
+        note = recover_folder(target)
         if note:
             found.append(note)
     return found
@@ -162,9 +157,9 @@ def atomic_trainer(base):
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    from ..atomic import write_json
+
+    write_json(path, data)
 
 
 # ------------------------------------------------------------------------------------------------ registration
