@@ -114,26 +114,21 @@ def check_index(value: int, size: int, what: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ model plumbing
 def resolve(model) -> Any:
-    """A registry name / folder / hub id, or an already loaded ``LoadedModel`` -> ``LoadedModel``."""
+    """A registry name / folder / hub id, or an already loaded ``LoadedModel`` -> ``LoadedModel`` (through the
+    model door, ``labkit.models.resolve``)."""
     from . import models
 
-    if hasattr(model, "model") and hasattr(model, "tokenizer") and hasattr(model, "kind"):
-        return model
-    loaded = models.load(model)
-    if loaded.kind not in ("causal-lm", "encoder"):
-        raise LabkitUsageError(f"{model!r} is a {loaded.kind}, not a transformers model with attention layers; "
-                               f"use tiny-base, tiny-chat, minilm or a transformers model folder")
+    loaded = models.resolve(model, kinds=("causal-lm", "encoder"), use="looking inside attention")
     if loaded.tokenizer is None:
         raise LabkitError(f"{model!r} has no tokenizer next to its weights; save one with tokenizer.save_pretrained")
     return loaded
 
 
 def max_positions(model, tokenizer) -> int:
-    cfg = model.config
-    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 0
-    t = getattr(tokenizer, "model_max_length", None) or 0
-    candidates = [x for x in (n, t) if x and x < 10**8]
-    return min(candidates) if candidates else 2048
+    """Deprecated name of ``labkit.models.context_length`` (kept for callers of the old API)."""
+    from . import models
+
+    return models.context_length(model, tokenizer)
 
 
 def token_labels(tokenizer, ids) -> list[str]:
@@ -222,6 +217,8 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
     text, bad_text = valid_unicode(text, "the text")
     if view not in VIEWS:
         raise LabkitUsageError(f"`view` must be one of {', '.join(VIEWS)}, not {view!r}")
+    from . import models
+
     t0 = time.perf_counter()
     lm = resolve(model)
     net, tok = lm.model, lm.tokenizer
@@ -236,9 +233,9 @@ def attend(text: str, model: Any = DEFAULT_MODEL, *, layer: int | None = None, h
     causal = lm.kind == "causal-lm"
     if pair and causal:
         raise LabkitUsageError("`pair` is for encoders (BERT-style models such as minilm) that read two sentences "
-                               "at once; a causal LM reads one text. Try --model minilm")
+                               "at once; a causal LM reads one text. Try an encoder such as minilm (`model`)")
     notes: list[str] = [bad_text] if bad_text else []
-    limit = max_positions(net, tok)
+    limit = models.context_length(net, tok)
     if max_tokens is not None:
         if max_tokens < 2:
             raise LabkitUsageError(f"max_tokens must be at least 2, got {max_tokens}")
@@ -312,7 +309,7 @@ def offline_bertviz(html_text: str) -> str:
     out, n = _CDN_REQUIRE.subn(lambda _m: _offline_scripts(), html_text, count=1)
     if not n:
         raise LabkitError("bertviz's HTML no longer loads require.js the way labkit expects (a new bertviz?); "
-                          "use --view head|model|matrix")
+                          "use `view` head, model or matrix")
     return _REQUIRE_CONFIG.sub("", out, count=1)
 
 
@@ -343,7 +340,7 @@ def bertviz_html(result: AttentionResult, which: str = "model") -> str:
         import torch
         from bertviz import head_view, model_view
     except ImportError:
-        raise LabkitError("bertviz is not installed (`pip install bertviz`); use --view head|model|matrix") from None
+        raise LabkitError("bertviz is not installed (`pip install bertviz`); use `view` head, model or matrix") from None
     if which not in ("head", "model"):
         raise LabkitUsageError(f"bertviz's views here are 'head' and 'model', not {which!r}")
     att = tuple(torch.from_numpy(result.attentions[i : i + 1].astype("float32")) for i in range(result.n_layers))

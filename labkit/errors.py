@@ -15,3 +15,7 @@ class LabkitUsageError(LabkitError, ValueError):
 
 class MemoryBudgetError(LabkitError, MemoryError):
     """A model load was refused before it started because it would not fit the memory budget."""
+
+
+class ToolError(LabkitError):
+    """A tool refused its input or was stopped; the message says what and why (it becomes the observation)."""

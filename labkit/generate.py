@@ -65,30 +65,30 @@ class Settings:
 
     def check(self) -> "Settings":
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW:
-            raise LabkitUsageError(f"--max-new-tokens must be a whole number from 1 to {MAX_NEW}, got {self.max_new_tokens!r}")
+            raise LabkitUsageError(f"`max_new_tokens` must be a whole number from 1 to {MAX_NEW}, got {self.max_new_tokens!r}")
         try:
             t = float(self.temperature)
         except (TypeError, ValueError):
             t = -1.0
         if not 0 <= t <= 100 or t != t:
-            raise LabkitUsageError(f"--temperature must be 0 (greedy) or a positive number such as 0.7, "
+            raise LabkitUsageError(f"`temperature` must be 0 (greedy) or a positive number such as 0.7, "
                                    f"got {self.temperature!r}")
         self.temperature = t
         if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
-            raise LabkitUsageError(f"--top-k must be a whole number ≥ 1 (the number of candidates kept), got {self.top_k!r}")
+            raise LabkitUsageError(f"`top_k` must be a whole number ≥ 1 (the number of candidates kept), got {self.top_k!r}")
         if self.top_p is not None:
             try:
                 p = float(self.top_p)
             except (TypeError, ValueError):
                 p = -1.0
             if not 0 < p <= 1:
-                raise LabkitUsageError(f"--top-p must be in (0, 1] (the probability mass kept, e.g. 0.9), "
+                raise LabkitUsageError(f"`top_p` must be in (0, 1] (the probability mass kept, e.g. 0.9), "
                                        f"got {self.top_p!r}")
             self.top_p = p
         if isinstance(self.beams, bool) or not isinstance(self.beams, int) or not 1 <= self.beams <= 16:
-            raise LabkitUsageError(f"--beams must be a whole number from 1 to 16, got {self.beams!r}")
+            raise LabkitUsageError(f"`beams` must be a whole number from 1 to 16, got {self.beams!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise LabkitUsageError(f"--seed must be a whole number, got {self.seed!r}")
+            raise LabkitUsageError(f"`seed` must be a whole number, got {self.seed!r}")
         return self
 
     @property
@@ -243,12 +243,11 @@ def make_streamer(tokenizer, on_text: Callable[[str], None]):
 
 # ------------------------------------------------------------------------------------------------ engine
 def _resolve(model):
-    from .attend import resolve
+    from . import models
 
-    lm = resolve(model)
-    if lm.kind != "causal-lm":
-        raise LabkitUsageError(f"{lm.name} is an encoder ({type(lm.model).__name__}): it does not generate text. "
-                               f"Use a causal LM such as tiny-base or tiny-chat")
+    lm = models.resolve(model, kinds=("causal-lm",), use="generating text")
+    if lm.tokenizer is None:
+        raise LabkitError(f"{lm.name!r} has no tokenizer next to its weights; save one with tokenizer.save_pretrained")
     return lm
 
 
@@ -263,9 +262,9 @@ def _encode_prompt(lm, prompt: str, chat: bool, notes: list[str]):
         else:
             prompt = format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
     enc = tok(prompt, return_tensors="pt", add_special_tokens=not chat)
-    from .attend import max_positions
+    from . import models
 
-    limit = max_positions(net, tok)
+    limit = models.context_length(net, tok)
     return prompt, enc, limit
 
 
@@ -337,7 +336,7 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
         with torch.no_grad(), one_thread_if_small(net):
             out = net.generate(**inputs, **kw)
     except torch.OutOfMemoryError if hasattr(torch, "OutOfMemoryError") else MemoryError:  # pragma: no cover
-        raise LabkitError("generation ran out of memory: ask for fewer --max-new-tokens or --beams") from None
+        raise LabkitError("generation ran out of memory: ask for fewer `max_new_tokens` or `beams`") from None
     seconds = time.perf_counter() - t0
     seq = out.sequences if step else out
     new_ids = seq[0, n_prompt:].tolist()

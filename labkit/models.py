@@ -359,6 +359,133 @@ def registered() -> dict[str, Path]:
     return dict(_registered)
 
 
+# ------------------------------------------------------------------------------------------------- the one door
+#: what a model spec can name (``spec_kind``), in the order ``resolve`` tries them
+SPEC_KINDS = {
+    "loaded": "a LoadedModel (returned as is)",
+    "object": "a transformers model in memory (give its tokenizer too)",
+    "session": "a name given in this session (labkit.models.register, %%finetune --out NAME)",
+    "zoo": "a zoo name (labkit.models.ZOO)",
+    "run": "a saved fine-tuning run's name (its model under labkit.runtime.runs_dir())",
+    "gguf": "gguf:<path> or a *.gguf file (llama-cpp-python)",
+    "openai": "openai:<base-url>, an OpenAI-compatible server (chat only, nothing is loaded)",
+    "folder": "a local folder with config.json (or a reader's adapter)",
+    "hub": "a hub id org/model (the local Hugging Face cache, or the hub when online)",
+    "unknown": "nothing by that name (resolve and load then raise a message saying what exists)",
+}
+
+
+def _is_loaded(obj) -> bool:
+    return hasattr(obj, "model") and hasattr(obj, "tokenizer") and hasattr(obj, "kind") and hasattr(obj, "name")
+
+
+def _saved_run(name: str) -> Path | None:
+    """A saved fine-tuning run's model folder (``runs_dir()/NAME/model``), or None."""
+    from .runtime import runs_dir
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name):
+        return None
+    folder = runs_dir() / name / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def spec_kind(spec: Any) -> str:
+    """What ``spec`` names (a key of ``SPEC_KINDS``), found without loading anything.
+
+    Raises ``LabkitUsageError`` for something that is no model spec (the message lists what is)."""
+    if _is_loaded(spec):
+        return "loaded"
+    if hasattr(spec, "config") and hasattr(spec, "forward"):
+        return "object"
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+        raise LabkitUsageError(f"model: give one of {'; '.join(list(SPEC_KINDS.values())[:-1])}; got {spec!r}")
+    name = str(spec).strip()
+    if name in _registered:
+        return "session"
+    key = _canonical(name)
+    if key in ZOO:
+        return "zoo"
+    if key.startswith("openai:"):
+        return "openai"
+    if key.startswith("gguf:") or key.endswith(".gguf"):
+        return "gguf"
+    if _local_folder(name) is not None:
+        return "folder"
+    if _saved_run(name) is not None:
+        return "run"
+    if _HUB_ID.match(name) and not os.path.exists(os.path.expanduser(name)):
+        return "hub"
+    return "unknown"  # nothing by that name: ``load`` says why (a missing file, an unknown name)
+
+
+def resolve(spec: Any, *, tokenizer: Any = None, kinds: tuple[str, ...] | None = None, use: str = "",
+            **load_kwargs) -> LoadedModel:
+    """The one model door: every engine turns what a caller named into a ``LoadedModel`` here.
+
+    ``spec``: anything ``spec_kind`` knows (a zoo name, a session or saved-run name, a folder, a hub id,
+    ``gguf:<path>``, ``openai:<url>``, a ``LoadedModel``, or a transformers model with ``tokenizer=``).
+    ``kinds``: the model kinds the caller can work with (``"causal-lm"``, ``"encoder"``, ``"extractive-qa"``,
+    ``"gguf"``, ``"openai"``, ``"tokenizer"``); another kind is a ``LabkitUsageError`` saying what ``use`` (e.g.
+    "fine-tuning") needs. ``load_kwargs`` go to ``load``. An ``openai:`` spec loads nothing: its LoadedModel has
+    kind ``"openai"`` and the server's base URL in ``load_kwargs["base_url"]``.
+    """
+    what = spec_kind(spec)
+    if what == "loaded":
+        lm = spec
+    elif what == "object":
+        if tokenizer is None:
+            raise LabkitUsageError("tokenizer: give the tokenizer with a model object in memory "
+                                   "(or give the model's name or folder instead)")
+        label = getattr(spec.config, "_name_or_path", "") or type(spec).__name__
+        path = getattr(spec, "name_or_path", "") or ""
+        folder = Path(path) if path and Path(path, "config.json").is_file() else None
+        lm = LoadedModel(label, _kind_of(spec.config), spec, tokenizer, folder,
+                         sum(p.numel() for p in spec.parameters()), _dtype_name(next(spec.parameters()).dtype))
+    elif what == "openai":
+        url = str(spec).strip()[len("openai:"):]
+        if not url:
+            raise LabkitUsageError("model: openai: needs the server's base URL, e.g. openai:http://127.0.0.1:8080/v1")
+        lm = LoadedModel(str(spec).strip(), "openai", None, None, None, 0, "-", {"base_url": url})
+    elif what == "run":
+        lm = load(str(_saved_run(str(spec).strip())), **load_kwargs)
+    else:
+        lm = load(str(spec).strip(), **load_kwargs)
+    if tokenizer is not None and lm.tokenizer is not tokenizer and what != "object":
+        lm = LoadedModel(lm.name, lm.kind, lm.model, tokenizer, lm.path, lm.num_parameters, lm.dtype, lm.load_kwargs)
+    if kinds and lm.kind not in kinds:
+        need = " or ".join(kinds)
+        article = "an" if lm.kind[0] in "aeiou" else "a"
+        raise LabkitUsageError(f"{_label(spec)} is {article} {lm.kind} model; {use or 'this'} needs a {need} model "
+                               f"(e.g. {_example(kinds)})")
+    return lm
+
+
+def _label(spec) -> str:
+    return repr(spec.name) if _is_loaded(spec) else repr(str(spec)) if isinstance(spec, (str, os.PathLike)) \
+        else type(spec).__name__
+
+
+def _example(kinds) -> str:
+    names = [n for n, (k, _, _) in ZOO.items() if k in kinds][:3]
+    extra = {"gguf": "gguf:<path>", "openai": "openai:<base-url>"}
+    names += [extra[k] for k in kinds if k in extra]
+    return ", ".join(names) or "a model folder"
+
+
+def context_length(model: Any, tokenizer: Any = None, default: int = 2048) -> int:
+    """How many tokens ``model`` reads at once: the smaller of its position table and the tokenizer's limit
+    (a ``LoadedModel``, a transformers model, or a llama.cpp ``Llama``: its ``n_ctx``)."""
+    if _is_loaded(model):
+        model, tokenizer = model.model, tokenizer or model.tokenizer
+    if model is not None and hasattr(model, "n_ctx") and callable(model.n_ctx):  # llama_cpp.Llama
+        return int(model.n_ctx())
+    cfg = getattr(model, "config", None)
+    n = (getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 0) if cfg else 0
+    t = getattr(tokenizer, "model_max_length", None) or 0
+    candidates = [x for x in (n, t) if x and x < 10**8]
+    return min(candidates) if candidates else default
+
+
 def _cache_key(name: str, dtype: Any, kwargs: dict) -> tuple:
     return (str(name), _dtype_name(dtype), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
 
@@ -513,14 +640,16 @@ def _load_reader(name: str, folder: Path, dtype: Any) -> LoadedModel:
 
 
 def _load_gguf(path: str, kwargs: dict) -> LoadedModel:
+    """The one GGUF loader (the agent's llama.cpp chat model loads through it too, with ``chat_format``)."""
     p = Path(os.path.expanduser(path))
     if not p.is_file():
-        raise LabkitUsageError(f"GGUF file {p} does not exist.")
+        raise LabkitUsageError(f"no GGUF file at {str(p)!r}; give gguf:<path to a .gguf file>")
     check_memory(int(p.stat().st_size * 1.1) + 64 * 1024**2, f"{p.name} (GGUF)")
     try:
         from llama_cpp import Llama
     except ImportError:
-        raise LabkitError("Loading GGUF files needs llama-cpp-python: `pip install 'labkit[gguf]'`.") from None
+        raise LabkitUsageError("GGUF models need llama-cpp-python: `pip install 'labkit[gguf]'` "
+                               "(it compiles llama.cpp, a few minutes)") from None
     try:
         llm = Llama(model_path=str(p), verbose=False, **{"n_ctx": 2048, **kwargs})
     except Exception as exc:  # noqa: BLE001

@@ -14,6 +14,18 @@ import re
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
+def labkit_home():
+    """labkit's own folder: ``$LABKIT_HOME``, else ``~/.cache/labkit`` (fine-tuning runs live in ``runs/``)."""
+    from pathlib import Path
+
+    return Path(os.path.expanduser(os.environ.get("LABKIT_HOME", "~/.cache/labkit")))
+
+
+def runs_dir():
+    """Where saved fine-tuning runs live: ``labkit_home()/runs`` (a run ``NAME``'s model: ``runs/NAME/model``)."""
+    return labkit_home() / "runs"
+
+
 def parse_bytes(text: str | int | float) -> int:
     """'2G', '512M', '1.5GiB', '2147483648' -> bytes (binary units, as Kubernetes and JupyterHub use)."""
     if isinstance(text, (int, float)):

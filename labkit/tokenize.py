@@ -446,7 +446,7 @@ def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, nam
         raise LabkitUsageError("there is no text to train on (the cell and the corpus are empty)")
     name = name or f"my-{algorithm}"
     if name in BUILTIN or name in ALIASES:
-        raise LabkitUsageError(f"{name!r} is a built-in tokenizer; pick another --name")
+        raise LabkitUsageError(f"{name!r} is a built-in tokenizer; pick another `name`")
 
     from tokenizers import Tokenizer as HFTok, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -475,7 +475,7 @@ def train(algorithm: str, texts: str | Sequence[str], vocab_size: int = 500, nam
         tk.train_from_iterator(texts, trainer=trainer)
     except Exception as exc:  # e.g. Unigram on a text too small for the requested vocabulary
         raise LabkitUsageError(f"training the {algorithm} tokenizer failed: {exc}. Give it more text "
-                               f"(--corpus PATH) or a smaller --vocab.") from None
+                               f"(`corpus`) or a smaller `vocab_size`.") from None
 
     import json
 

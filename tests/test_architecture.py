@@ -205,3 +205,20 @@ def test_no_other_import_loop():
     loops = strongly_connected(import_graph())
     bad = [sorted(c) for c in loops if c not in KNOWN_LOOPS]
     assert not bad, f"import loops: {json.dumps(bad)}"
+
+
+def test_engines_ask_the_model_door_about_models():
+    """One model door: resolving a spec and the context-length question live in ``labkit.models``; engines do not
+    re-derive them (the zoo's builders, which write the configs, are the exception); one GGUF loader."""
+    offenders = []
+    for name, path in MODULES.items():
+        if name in ("labkit.models",) or name.startswith("labkit.zoo.") or not is_engine(name):
+            continue
+        text = path.read_text()
+        for needle in ("max_position_embeddings", "n_positions", "model_max_length", "Llama(model_path"):
+            if needle in text:
+                offenders.append(f"{name}: {needle}")
+    assert not offenders, offenders
+    # one calculator: the zoo's traces and the agent's tool both evaluate through labkit.calculator
+    assert "ast.parse" not in MODULES["labkit.zoo.formats"].read_text()
+    assert "ast.parse" not in MODULES["labkit.agent.sandbox"].read_text()

@@ -63,3 +63,32 @@ def test_finetune_keyword_and_config_forms_are_the_same_checks():
         finetune("tiny-chat", [{"instruction": "a", "output": "b"}], config=FinetuneConfig(), batch=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         finetune("tiny-chat", [], "lora", not_a_setting=1)
+
+
+def test_no_engine_message_names_a_magic_flag():
+    """Engine error messages name Python parameters (in backquotes, which a magic turns into its flag); a
+    ``--flag`` may appear only inside a backquoted command shown as an example (`%%rag --add PATH`)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "labkit"
+    above = ("magics", "widgets", "cli.py", "__main__.py", "doctor.py", "grading.py")
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if any(rel.startswith(a) or rel.endswith(a) for a in above) or "/cli" in rel or rel.startswith("zoo/build"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            parts = []
+            for arg in node.exc.args:
+                for sub in ast.walk(arg):
+                    if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                        parts.append(sub.value)
+            text = re.sub(r"`[^`]*`", "", "".join(parts))  # commands shown in backquotes are examples
+            if re.search(r"(?<![\w-])--[a-z]", text):
+                bad.append(f"{rel}:{node.lineno}: {text[:80]!r}")
+    assert not bad, "engine messages that name a magic flag:\n" + "\n".join(bad)

@@ -79,7 +79,7 @@ def test_malformed_lines_reported_with_numbers():
         load_data(body, "lora")
     msg = str(err.value)
     assert "line 2: invalid JSON" in msg and "line 3:" in msg and "line 4:" in msg and "line 1" not in msg
-    assert "--skip-bad" in msg
+    assert "`skip_bad`" in msg
     ds = load_data(body, "lora", skip_bad=True)
     assert len(ds) == 2 and [n for n, _ in ds.skipped] == [2, 3, 4]
 
@@ -175,7 +175,7 @@ def test_resume_needs_a_run_and_the_same_settings(toy, chats):
     model, tok, _ = toy
     with pytest.raises(LabkitUsageError, match="nothing to resume"):
         finetune(model, chats, "lora", tokenizer=tok, name="never_ran", resume=True, show=False)
-    with pytest.raises(LabkitUsageError, match="--resume must repeat"):
+    with pytest.raises(LabkitUsageError, match="`resume` must repeat"):
         finetune(model, chats, "lora", tokenizer=tok, name="t_resumed", resume=True, steps=9, batch=4, lr=5e-3,
                  seed=3, show=False)
 

@@ -178,3 +178,75 @@ def test_register_makes_a_folder_loadable_by_name(tmp_path):
     finally:
         models._registered.pop("my-run", None)
         models.unload("my-run")
+
+
+# ------------------------------------------------------------------------------------------- the one model door
+def test_the_door_names_every_spec_without_loading(tmp_path, monkeypatch):
+    import shutil
+
+    from labkit.finetune import runs
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+    assert M.spec_kind("tiny-chat") == M.spec_kind("BERT") == "zoo"
+    assert M.spec_kind("openai:http://127.0.0.1:9/v1") == "openai"
+    assert M.spec_kind("gguf:/x/model.gguf") == M.spec_kind("weights.gguf") == "gguf"
+    assert M.spec_kind("org/model") == "hub"
+    assert M.spec_kind("no-such-model") == "unknown"
+    assert M.spec_kind(str(tmp_path)) == "folder"
+    run_model = runs.run_dir("door_run") / "model"  # a saved fine-tuning run, found by its name
+    shutil.copytree(M.zoo_path("tiny-base"), run_model)
+    assert M.spec_kind("door_run") == "run"
+    lm = M.resolve("door_run", kinds=("causal-lm",))
+    assert lm.kind == "causal-lm" and lm.path == run_model.resolve()
+    assert M.spec_kind(lm) == "loaded" and M.resolve(lm) is lm
+    assert M.spec_kind(lm.model) == "object"
+    assert M.resolve(lm.model, tokenizer=lm.tokenizer).kind == "causal-lm"
+    with pytest.raises(LabkitUsageError, match="tokenizer"):
+        M.resolve(lm.model)
+    with pytest.raises(LabkitUsageError, match="fine-tuning needs a causal-lm model"):
+        M.resolve("minilm", kinds=("causal-lm",), use="fine-tuning")
+    with pytest.raises(LabkitUsageError, match="Unknown model"):
+        M.resolve("no-such-model")
+    server = M.resolve("openai:http://127.0.0.1:9/v1")
+    assert server.kind == "openai" and server.model is None and server.load_kwargs["base_url"] == "http://127.0.0.1:9/v1"
+    with pytest.raises(LabkitUsageError, match="model"):
+        M.spec_kind(3.5)
+    M.unload(str(run_model.resolve()))
+
+
+def test_context_length_is_asked_of_the_door():
+    lm = M.load("tiny-chat")
+    assert M.context_length(lm) == M.context_length(lm.model, lm.tokenizer) == lm.model.config.max_position_embeddings
+
+    class FakeLlama:
+        def n_ctx(self):
+            return 4096
+
+    assert M.context_length(FakeLlama()) == 4096
+    assert M.context_length(object(), default=77) == 77
+
+
+def test_engines_resolve_models_through_the_door(monkeypatch):
+    """attend, generate, finetune, the agent's chat model and rag's generated answer all ask labkit.models.resolve."""
+    from labkit import attend, generate
+    from labkit.agent.chat_models import ZooChatModel
+    from labkit.finetune.engine import resolve_model
+    from labkit.rag.answer import generate_answer
+
+    asked = []
+    real = M.resolve
+
+    def spy(spec, **kw):
+        asked.append((spec, kw.get("use", "")))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(M, "resolve", spy)
+    attend.resolve("tiny-base")
+    generate._resolve("tiny-base")
+    resolve_model("tiny-base", copy_model=False)
+    ZooChatModel._load("tiny-chat")
+    with pytest.raises(LabkitUsageError, match="a generated answer needs a causal-lm"):
+        generate_answer("minilm", "Who?", [])
+    uses = [u for _, u in asked]
+    assert uses == ["looking inside attention", "generating text", "fine-tuning", "an agent's chat model",
+                    "a generated answer"]

@@ -58,9 +58,9 @@ def test_chunks_keep_exact_positions(method, size, overlap):
 def test_bad_chunk_settings():
     from labkit.rag import ChunkSettings
 
-    with pytest.raises(LabkitUsageError, match="--chunk"):
+    with pytest.raises(LabkitUsageError, match="`method`"):
         ChunkSettings.make("paragraphs")
-    with pytest.raises(LabkitUsageError, match="--overlap"):
+    with pytest.raises(LabkitUsageError, match="`overlap`"):
         ChunkSettings.make("recursive", 100, 100)
     with pytest.raises(LabkitUsageError, match="254"):
         ChunkSettings.make("tokens", 400, 10)
@@ -179,7 +179,7 @@ def test_empty_index_and_bad_options():
 
     with pytest.raises(LabkitUsageError, match="empty"):
         Index().search("anything")
-    with pytest.raises(LabkitUsageError, match="--mode"):
+    with pytest.raises(LabkitUsageError, match="`mode`"):
         Index().search("x", mode="vector")
 
 

@@ -75,6 +75,13 @@ def test_training_items_point_at_their_answers_and_avoid_the_shipped_world():
     from labkit.rag.kb import knowledge_base
     from labkit.rag.train_reader import reader_items
 
+    from labkit.rag.train_reader import READER_FACTS, READER_QUESTIONS
+    from labkit.zoo.reading import RELATIONS
+
+    # the training-only phrasings never repeat a phrasing of the out-of-world generator (which the reader is judged on)
+    heldout = {t for v in RELATIONS.values() for t in v["heldout_facts"] + v["heldout_questions"]}
+    ours = {t for v in READER_FACTS.values() for t in v} | {t for v in READER_QUESTIONS.values() for t in v}
+    assert not heldout & ours and set(READER_FACTS) <= {k for k, v in RELATIONS.items() if v["facts"]}
     items = reader_items(120, seed=3, kb_seeds=(1,))
     kinds = {it["kind"] for it in items}
     assert {"reading", "kb", "reading-none"} <= kinds

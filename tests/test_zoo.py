@@ -73,9 +73,18 @@ def test_tools():
     assert F.calculator("7/2") == "3.5"
     assert F.calculator("1/0").startswith("Error")
     assert F.calculator("__import__('os')").startswith("Error")
+    # one calculator: the training traces' and the agent tool's are the same implementation (labkit.calculator)
+    from labkit.agent.sandbox import calculate
+    from labkit.calculator import calculator_text
+
+    for expr in ["347*86", "7/3", "(12+3)*4", "2**10", "sqrt(16)", "10//3", "-5+2"]:
+        assert F.calculator(expr) == calculator_text(expr, digits=6)
+    assert F.calculator("7/3") == "2.333333" and calculate("7/3") == 7 / 3
     name = next(iter(world().people))
-    assert F.run_tool("lookup", {"entity": name}).startswith(name)
-    assert F.run_tool("search", {}).startswith("Error")
+    from labkit.zoo.corpus import run_tool
+
+    assert run_tool("lookup", {"entity": name}).startswith(name)
+    assert run_tool("search", {}).startswith("Error")
 
 
 def test_format_chat_matches_the_tokenizer_template():
@@ -129,13 +138,17 @@ def test_micro_model_learns_from_the_recipe():
     model = new_model(model_config("micro", tok), seed=0)
     before = evaluate_loss(model, val)
     try:
-        stats = train(model, data, steps=150, batch_size=16, lr=5e-3, warmup=15, log_every=0)
+        seen = []  # the zoo's training reports progress as finetune does (labkit.watch)
+        stats = train(model, data, steps=150, batch_size=16, lr=5e-3, warmup=15, log_every=50, log=lambda m: None,
+                      on_progress=seen.append)
         after = evaluate_loss(model, val)
     finally:
         torch.set_num_threads(threads)
     assert before > 7.5
     assert after < 3.6, f"held-out loss {after:.2f} after {stats.steps} steps ({stats.tokens_per_s:,.0f} tok/s)"
     assert math.isfinite(stats.tokens_per_s) and stats.mfu() > 0
+    assert [p.done for p in seen] == [1, 51, 101, 150, 150] and {p.kind for p in seen} == {"train"}
+    assert seen[-1].state == "done" and all(p.info["loss"] > 0 for p in seen[:-1])
 
 
 def test_generation_harness_runs_tools():

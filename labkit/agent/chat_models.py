@@ -30,7 +30,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ..errors import LabkitError, LabkitUsageError
+from ..errors import LabkitUsageError
 from ..zoo import formats as F
 
 
@@ -287,11 +287,7 @@ class ZooChatModel(ZooFormatChatModel):
     def _load(name: str):
         from .. import models
 
-        lm = models.load(name)
-        if lm.kind != "causal-lm":
-            raise LabkitUsageError(f"{name!r} is a {lm.kind}, not a causal language model; "
-                                   f"use tiny-chat, openai:<url> or gguf:<path>")
-        return lm
+        return models.resolve(name, kinds=("causal-lm",), use="an agent's chat model")
 
     @property
     def lm(self):
@@ -311,7 +307,9 @@ class ZooChatModel(ZooFormatChatModel):
         lm = self._lm_for(opts.model)
         tok, model = lm.tokenizer, lm.model
         ids = tok(prompt + opts.prefix, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        limit = int(getattr(model.config, "max_position_embeddings", 512) or 512) - self.max_new_tokens
+        from .. import models
+
+        limit = models.context_length(model, tok, default=512) - self.max_new_tokens
         if ids.shape[1] > limit:  # keep the start (BOS + system) and the most recent turns
             ids = torch.cat([ids[:, :1], ids[:, -(limit - 1):]], dim=1)
         end_ids = [i for i in (tok.convert_tokens_to_ids(F.END), tok.convert_tokens_to_ids(F.EOT))
@@ -457,8 +455,8 @@ def _probe_openai(base_url: str, api_key: str, timeout: float) -> list[str]:
     url = base_url.rstrip("/") + "/models"
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"})
     hint = ("Start an OpenAI-compatible server first, e.g. `llama-server -m model.gguf --port 8080` "
-            "(then --model openai:http://localhost:8080/v1), `vllm serve <model>` or Ollama "
-            "(openai:http://localhost:11434/v1); or use --model tiny-chat, which runs offline.")
+            "(then `model` openai:http://localhost:8080/v1), `vllm serve <model>` or Ollama "
+            "(openai:http://localhost:11434/v1); or use `model` tiny-chat, which runs offline.")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             data = json.loads(resp.read().decode("utf-8", "replace") or "{}")
@@ -550,18 +548,12 @@ class LlamaCppChatModel(BaseChatModel):
 
 
 def load_gguf(path: str):
-    """A ``llama_cpp.Llama`` for a GGUF file (lazy import, clear errors)."""
-    if not os.path.isfile(path):
-        raise LabkitUsageError(f"no GGUF file at {path!r}; give gguf:<path to a .gguf file>")
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise LabkitUsageError("GGUF models need llama-cpp-python: `pip install 'labkit[gguf]'` "
-                               "(it compiles llama.cpp, a few minutes)") from None
-    try:
-        return Llama(model_path=path, n_ctx=4096, verbose=False, chat_format="chatml-function-calling")
-    except Exception as exc:  # a broken or unsupported file
-        raise LabkitError(f"llama.cpp could not load {path}: {exc}") from None
+    """A ``llama_cpp.Llama`` for a GGUF file, with the function-calling chat format (through the model door,
+    ``labkit.models``: one loader, its clear errors, and its cache)."""
+    from .. import models
+
+    return models.resolve(f"gguf:{path}", kinds=("gguf",), use="a llama.cpp chat model",
+                          n_ctx=4096, chat_format="chatml-function-calling").model
 
 
 def make_chat_model(spec, *, model_name: str | None = None, max_new_tokens: int = 64, temperature: float = 0.0,
@@ -569,16 +561,20 @@ def make_chat_model(spec, *, model_name: str | None = None, max_new_tokens: int 
     """A LangChain chat model from a ``--model`` value (see the module docstring) or a chat model object."""
     if isinstance(spec, BaseChatModel):
         return spec
+    from .. import models
+
     if not isinstance(spec, str) or not spec.strip():
-        raise LabkitUsageError("--model needs a name: tiny-chat, openai:<base-url> or gguf:<path>")
+        raise LabkitUsageError("model: give a name: tiny-chat, openai:<base-url> or gguf:<path>")
     spec = spec.strip()
-    if spec.startswith("openai:"):
-        return openai_chat_model(spec[len("openai:"):], model_name, timeout=timeout, temperature=temperature)
-    if spec.startswith("gguf:") or spec.endswith(".gguf"):
+    what = models.spec_kind(spec)  # the model door says what the name is, before anything loads
+    if what == "openai":
+        return openai_chat_model(models.resolve(spec).load_kwargs["base_url"], model_name, timeout=timeout,
+                                 temperature=temperature)
+    if what == "gguf":
         path = spec[5:] if spec.startswith("gguf:") else spec
         model = LlamaCppChatModel(path=path, temperature=temperature)
         model.llm  # load now: a missing file or package fails here, before the run starts
         return model
-    if spec in ("tiny-base", "minilm", "cl100k", "tiny"):
+    if what == "zoo" and models.ZOO[models._canonical(spec)][0] != "causal-lm":
         raise LabkitUsageError(f"{spec!r} cannot chat or call tools; use tiny-chat, openai:<base-url> or gguf:<path>")
     return ZooChatModel(model_name=spec, max_new_tokens=max_new_tokens, temperature=temperature)

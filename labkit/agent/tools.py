@@ -7,7 +7,7 @@ LangGraph agent. ``metadata["dangerous"]`` marks tools that need a human's appro
 Built-in tools (``builtin_names()``):
 
 - ``calculator(expression)``: AST-restricted arithmetic (``labkit.agent.sandbox.calculate``);
-- ``lookup(entity)``: the zoo world's encyclopedia (``labkit.zoo.formats.lookup``);
+- ``lookup(entity)``: the zoo world's encyclopedia (``labkit.zoo.corpus.lookup``);
 - ``python(code)``: runs code in the sandboxed subprocess (``labkit.agent.sandbox.run_python``); dangerous;
 - ``search(query)``: top passages of a retriever: a ``labkit.rag`` index, anything with ``.search(query, k)``,
   or a LangChain retriever (``.invoke(query)``). ``rag`` is an alias.
@@ -89,7 +89,7 @@ def lookup_tool(world=None):
         Args:
             entity: the full name of a person or a town, e.g. Mira Vell
         """
-        from ..zoo.formats import lookup as zoo_lookup
+        from ..zoo.corpus import lookup as zoo_lookup
 
         if not str(entity).strip():
             raise ToolError("lookup needs the name of a person or a town")
@@ -151,7 +151,7 @@ def search_tool(retriever, k: int = 3, name: str = "search", arg: str | None = N
         retriever = _session_index()
     if retriever is None:
         raise LabkitUsageError("the search tool needs an index: build one with %%rag (or labkit.rag) and pass it "
-                               "(--index NAME in %%agent, retriever=... in Python), or use the lookup tool")
+                               "as `retriever` (an index, or its name), or use the lookup tool")
     _retrieve(retriever, "test", 1)  # fail now, not in the middle of a run, if it is not a retriever
     arg = arg or ("entity" if name == "lookup" else "query")
     if not arg.isidentifier():

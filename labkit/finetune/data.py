@@ -48,7 +48,7 @@ class DataError(LabkitUsageError):
         more = f"\n  ... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
         super().__init__(
             f"{len(problems)} of {total} training records are malformed; nothing was trained:\n{shown}{more}\n"
-            f"Fix these lines, or pass --skip-bad (skip_bad=True) to train on the {total - len(problems)} good ones.")
+            f"Fix these lines, or pass `skip_bad` to train on the {total - len(problems)} good ones.")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def read_records(data: Any) -> tuple[list[tuple[int, Any]], str]:
     string holding JSONL, a JSON array, or plain text. A record that cannot be parsed is ``_Bad(reason)``.
     """
     if data is None:
-        raise LabkitUsageError("no training data: put it in the cell body, or give --data VAR|PATH")
+        raise LabkitUsageError("no training data: put it in the cell body, or give `data` (a variable or a file path)")
     if hasattr(data, "to_list") and hasattr(data, "column_names"):  # a datasets.Dataset
         data = data.to_list()
     if isinstance(data, dict):

@@ -229,28 +229,12 @@ def resolve_model(model, tokenizer=None, copy_model: bool = True) -> _Base:
     from .. import models
 
     dup = copy.deepcopy if copy_model else (lambda m: m)
-
-    if isinstance(model, (str, os.PathLike)):
-        label = str(model)
-        folder = runs.resolve(label)
-        loaded = models.load(str(folder) if folder is not None else label)
-        if loaded.kind not in ("causal-lm",):
-            raise LabkitUsageError(f"{label!r} is a {loaded.kind}, not a causal language model: fine-tune "
-                                   f"tiny-base, tiny-chat, a run of yours, or a causal-LM folder/hub id")
-        return _Base(dup(loaded.model), tokenizer or loaded.tokenizer, loaded.path, label)
     if isinstance(model, tuple) and len(model) == 2:  # (model, tokenizer), as labkit.finetune.toy.model returns
         return resolve_model(model[0], tokenizer or model[1], copy_model)
-    if hasattr(model, "model") and hasattr(model, "kind") and hasattr(model, "tokenizer"):  # a LoadedModel
-        return _Base(dup(model.model), tokenizer or model.tokenizer, model.path, model.name)
-    if hasattr(model, "config") and hasattr(model, "forward"):
-        if tokenizer is None:
-            raise LabkitUsageError("give tokenizer=... with an in-memory model")
-        path = getattr(model, "name_or_path", "") or ""
-        label = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        return _Base(dup(model), tokenizer, Path(path) if path and Path(path, "config.json").is_file()
-                     else None, label)
-    raise LabkitUsageError(f"cannot fine-tune {type(model).__name__}: give a model name (tiny-base, tiny-chat), a "
-                           f"folder, or a transformers causal LM with its tokenizer")
+    # the model door knows every spec: zoo names, this session's and saved runs' names, folders, hub ids, objects
+    loaded = models.resolve(model, tokenizer=tokenizer, kinds=("causal-lm",), use="fine-tuning")
+    label = str(model) if isinstance(model, (str, os.PathLike)) else loaded.name
+    return _Base(dup(loaded.model), loaded.tokenizer, loaded.path, label)
 
 
 def _estimate_training_bytes(n_params: int, method: str) -> int:
@@ -400,7 +384,7 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
     if resume and saved_config:
         for key in ("max_steps", "batch", "lr", "seed"):
             if saved_config.get(key) != config.get(key):
-                raise LabkitUsageError(f"--resume must repeat the run's settings: {key} was {saved_config.get(key)!r}, "
+                raise LabkitUsageError(f"`resume` must repeat the run's settings: {key} was {saved_config.get(key)!r}, "
                                        f"now {config.get(key)!r}")
     runs.write_json_atomic(folder / "run.json", config)
     if not (resume and (folder / "data.jsonl").is_file()):
@@ -472,7 +456,7 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
             live.finish("stopped", "aborted by a second interrupt")
             last = runs.latest_checkpoint(folder)
             raise LabkitError(f"training of {name!r} aborted. "
-                              + (f"The last complete checkpoint is {last}; continue with --resume." if last else
+                              + (f"The last complete checkpoint is {last}; continue with `resume`." if last else
                                  "No checkpoint was written yet.")) from None
         except LabkitError:
             live.finish("error", "could not write a checkpoint")

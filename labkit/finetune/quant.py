@@ -25,7 +25,7 @@ def bnb_config(bits: int = 4, cuda: bool = False):
     from transformers import BitsAndBytesConfig
 
     if not bnb_available():
-        raise LabkitError("--method qlora needs bitsandbytes: `pip install bitsandbytes` (it has a CPU backend).")
+        raise LabkitError("`method` qlora needs bitsandbytes: `pip install bitsandbytes` (it has a CPU backend).")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     if bits == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import session
 from ..errors import LabkitError, LabkitUsageError
 from ..atomic import recover_folder
+from ..runtime import labkit_home, runs_dir  # noqa: F401  (runs_dir is part of this module's API)
 from ..faults import point
 
 PARTIAL = ".partial"
@@ -32,11 +33,7 @@ _REGISTERED: dict[str, Path] = session.store("model")  # the session registry's 
 
 
 def home() -> Path:
-    return Path(os.path.expanduser(os.environ.get("LABKIT_HOME", "~/.cache/labkit")))
-
-
-def runs_dir() -> Path:
-    return home() / "runs"
+    return labkit_home()
 
 
 def check_name(name: str) -> str:
@@ -115,10 +112,10 @@ def rotate(folder: Path, keep: int) -> None:
 
 def disk_error(exc: OSError, folder: Path, previous: Path | None) -> LabkitError:
     why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    kept = f"The previous checkpoint {previous} is intact; `--resume` continues from it." if previous else \
+    kept = f"The previous checkpoint {previous} is intact; `resume` continues from it." if previous else \
         "No earlier checkpoint exists yet."
     return LabkitError(f"could not write a checkpoint under {folder} ({why}). {kept} Free space or choose a "
-                       f"writable LABKIT_HOME, then run again with --resume.")
+                       f"writable LABKIT_HOME, then run again with `resume`.")
 
 
 def atomic_trainer(base):

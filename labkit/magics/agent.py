@@ -118,4 +118,4 @@ def _run_in_background(widget, args, ns, kwargs):
     return None
 
 
-MAGICS = [Magic("agent", "cell", parser, run)]
+MAGICS = [Magic("agent", "cell", parser, run, flags={"retriever": "--index"})]

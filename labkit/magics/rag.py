@@ -105,4 +105,4 @@ def _parse_fusion(spec: str, current):
     return dataclasses.replace(current, **values)
 
 
-MAGICS = [Magic("rag", "cell", parser, run)]
+MAGICS = [Magic("rag", "cell", parser, run, flags={"method": "--chunk"})]

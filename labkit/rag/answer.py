@@ -227,17 +227,19 @@ def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tok
     from ..zoo import formats as F
 
     try:
-        lm = models.load(model_name)
+        lm = models.resolve(model_name, kinds=("causal-lm",), use="a generated answer")
+    except LabkitUsageError:
+        raise
     except LabkitError as exc:
-        raise LabkitError(f"--answer {model_name}: {exc} Meanwhile `--answer extractive` works without a "
+        raise LabkitError(f"answer={model_name!r}: {exc} Meanwhile answer='extractive' works without a "
                           f"generator.") from None
-    if lm.kind != "causal-lm" or lm.tokenizer is None:
-        raise LabkitUsageError(f"--answer {model_name}: that is a {lm.kind} without a text generator; use "
-                               f"tiny-chat, a causal LM folder, or extractive")
+    if lm.tokenizer is None:
+        raise LabkitUsageError(f"answer={model_name!r}: that model has no tokenizer; use tiny-chat, a causal LM "
+                               f"folder, or extractive")
     import torch
 
     tok, model = lm.tokenizer, lm.model
-    limit = int(getattr(model.config, "max_position_embeddings", 512) or 512) - max_new_tokens - 8
+    limit = models.context_length(model, tok, default=512) - max_new_tokens - 8
     notes = []
     context = ""
     for h in hits:  # best first, as many chunks as fit the model's context

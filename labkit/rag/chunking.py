@@ -30,16 +30,16 @@ class ChunkSettings:
     def make(cls, method: str = "recursive", size: int | None = None, overlap: int | None = None) -> "ChunkSettings":
         method = (method or "recursive").lower()
         if method not in METHODS:
-            raise LabkitUsageError(f"--chunk must be one of {', '.join(METHODS)}, not {method!r}")
+            raise LabkitUsageError(f"`method` must be one of {', '.join(METHODS)}, not {method!r}")
         dsize, doverlap = DEFAULTS[method]
         size = dsize if size is None else size
         overlap = doverlap if overlap is None else overlap
         if not isinstance(size, int) or size < 8 or size > 100_000:
-            raise LabkitUsageError(f"--size must be a whole number from 8 to 100000 ({UNITS[method]}), got {size!r}")
+            raise LabkitUsageError(f"`size` must be a whole number from 8 to 100000 ({UNITS[method]}), got {size!r}")
         if not isinstance(overlap, int) or overlap < 0 or overlap >= size:
-            raise LabkitUsageError(f"--overlap must be at least 0 and smaller than --size ({size}), got {overlap!r}")
+            raise LabkitUsageError(f"`overlap` must be at least 0 and smaller than `size` ({size}), got {overlap!r}")
         if method == "tokens" and size > 254:
-            raise LabkitUsageError(f"--size {size} tokens is more than MiniLM reads (254 + 2 special tokens); "
+            raise LabkitUsageError(f"`size` {size} tokens is more than MiniLM reads (254 + 2 special tokens); "
                                    f"use at most 254")
         return cls(method, size, overlap)
 

@@ -315,7 +315,7 @@ class Index:
         they can be compared; ``mode`` picks the one returned, ``rerank`` reranks the hybrid candidates."""
         t0 = time.perf_counter()
         if mode not in MODES:
-            raise LabkitUsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+            raise LabkitUsageError(f"`mode` must be one of {', '.join(MODES)}, not {mode!r}")
         if not isinstance(k, int) or k < 1 or k > 1000:
             raise LabkitUsageError(f"`k` must be a whole number from 1 to 1000, got {k!r}")
         if not question or not question.strip():
@@ -385,9 +385,9 @@ class Index:
         self._need_chunks()
         path = Path(path or self.path or f"rag_index_{self.name}").expanduser()
         if path.exists() and not path.is_dir():
-            raise LabkitUsageError(f"--save {path}: a file is in the way; give a folder path")
+            raise LabkitUsageError(f"`save` {path}: a file is in the way; give a folder path")
         if path.is_dir() and any(path.iterdir()) and not (path / "manifest.json").exists():
-            raise LabkitUsageError(f"--save {path}: the folder has other files and no manifest.json; "
+            raise LabkitUsageError(f"`save` {path}: the folder has other files and no manifest.json; "
                                    f"refusing to write an index into it (give an empty or new folder)")
         path.mkdir(parents=True, exist_ok=True)
         data_dir = path / f"data-{uuid.uuid4().hex[:12]}"
@@ -458,7 +458,7 @@ class Index:
         if chunking is not None and chunking != saved:
             raise LabkitError(
                 f"refusing {path}: it was chunked with {saved}, and you asked for {chunking}. Chunks from "
-                f"different settings do not mix: drop --chunk/--size/--overlap to use the saved settings, "
+                f"different settings do not mix: drop `method`/`size`/`overlap` to use the saved settings, "
                 f"or build a new index.")
         data_dir = path / str(man.get("data", ""))
         for fname, digest in (man.get("files") or {}).items():

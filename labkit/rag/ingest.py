@@ -124,7 +124,7 @@ def expand(spec: str | os.PathLike) -> list[Path]:
         return [p]
     matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
     if not matches:
-        raise LabkitUsageError(f"--add {spec!r}: no such file, folder or matching files. Give a path, a folder "
+        raise LabkitUsageError(f"{spec!r}: no such file, folder or matching files. Give a path, a folder "
                                f"or a glob like 'notes/*.md' ({', '.join(SUFFIXES)}).")
     return matches
 

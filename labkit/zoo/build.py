@@ -43,8 +43,10 @@ def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stag
           pre_steps: int | None = None, sft_steps: int | None = None, max_minutes: float = 60.0,
           budget: bool = True, threads: int | None = None, chat_from: str = "tiny-base",
           sft_seed: int | None = None, chat_mix: dict | None = None, sft_lr: float | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
-          log_file: Path | None = None) -> dict:
-    """Regenerate the zoo under ``out`` (``tokenizer/``, ``tiny-base/``, ``tiny-chat/``). Returns the stats."""
+          log_file: Path | None = None, on_progress=None) -> dict:
+    """Regenerate the zoo under ``out`` (``tokenizer/``, ``tiny-base/``, ``tiny-chat/``). Returns the stats.
+
+    ``on_progress``: a ``labkit.watch`` callback for each training stage (kind ``"train"``), as ``finetune`` takes."""
     import torch
 
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -101,7 +103,7 @@ def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stag
         data = pack_pretrain(tok, corpus.pretrain_docs("train"), steps * bs * seq, seq)
         log(f"pre-training data: {data.numel():,} tokens packed in {time.perf_counter() - t0:.1f}s")
         stats = train(model, data, steps=steps, batch_size=bs, lr=R["pre_lr"], warmup=min(200, steps // 10),
-                      seed=seed, val=(val, None), eval_every=max(1, steps // 4), log=log,
+                      seed=seed, val=(val, None), eval_every=max(1, steps // 4), log=log, on_progress=on_progress,
                       log_every=max(1, steps // 40), max_seconds=max_minutes * 60,
                       time_budget=R["pre_minutes"] and R["pre_minutes"] * 60)
         vl = evaluate_loss(model, val)
@@ -132,7 +134,7 @@ def build(out: Path | str = WEIGHTS, *, quick: bool = False, seed: int = 0, stag
         ids, lab = pack_sft(tok, corpus.chat_examples("train", n_examples, mix=chat_mix, stream=sft_stream), seq)
         log(f"fine-tuning data: {n_examples} chats -> {ids.shape[0]} rows in {time.perf_counter() - t0:.1f}s")
         stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=R["sft_lr"], warmup=min(50, steps // 10),
-                      seed=seed, val=(val_ids, val_lab), eval_every=max(1, steps // 4), log=log,
+                      seed=seed, val=(val_ids, val_lab), eval_every=max(1, steps // 4), log=log, on_progress=on_progress,
                       log_every=max(1, steps // 30), max_seconds=max_minutes * 60,
                       time_budget=R["sft_minutes"] and R["sft_minutes"] * 60)
         vl = evaluate_loss(model, val_ids, val_lab)

@@ -96,7 +96,7 @@ def sft_examples(seed: int, n: int, split: str = "train", stream: str = "v2-sft"
 def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "base", "chat"),
              threads: int | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
              ckpt_dir=None, log_file=None, chat_from=None, sft_seed: int | None = None,
-             draft_minutes: float | None = None) -> dict:
+             draft_minutes: float | None = None, on_progress=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -142,7 +142,7 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         val = pack_pretrain(tok, pretrain_stream(seed, "val"), 60_000 if not quick else 8000, seq)
         log(f"pre-training data: {data.numel():,} tokens in {time.perf_counter() - t0:.0f}s")
         stats = train(model, data, steps=steps, batch_size=bs, lr=R["pre_lr"], warmup=min(200, steps // 10),
-                      seed=seed, val=(val, None), eval_every=max(1, min(500, steps // 4)), log=log,
+                      seed=seed, val=(val, None), eval_every=max(1, min(500, steps // 4)), log=log, on_progress=on_progress,
                       log_every=max(1, min(100, steps // 20)), time_budget=budget,
                       checkpoint=str(ckpt_dir / "base.pt"))
         vl = evaluate_loss(model, val)
@@ -169,7 +169,7 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         log(f"fine-tuning data: {n_examples} chats -> {ids.shape[0]} rows in {time.perf_counter() - t0:.0f}s; "
             f"up to {steps} steps")
         stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=R["sft_lr"], warmup=min(100, steps // 10),
-                      seed=seed, val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log,
+                      seed=seed, val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log, on_progress=on_progress,
                       log_every=max(1, min(100, steps // 20)), time_budget=budget,
                       checkpoint=str(ckpt_dir / f"chat-{stream}.pt"))
         vl = evaluate_loss(model, val_ids, val_lab)
@@ -193,7 +193,7 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         val_ids, val_lab = pack_sft(tok, sft_examples(seed, 400 if not quick else 100, "val"), seq)
         log(f"draft: {n_params:,} parameters; {ids.shape[0]} rows; up to {steps} steps")
         stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=3e-3, warmup=min(100, steps // 10), seed=seed,
-                      val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log,
+                      val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log, on_progress=on_progress,
                       log_every=max(1, min(100, steps // 20)), time_budget=budget,
                       checkpoint=str(ckpt_dir / "draft.pt"))
         vl = evaluate_loss(model, val_ids, val_lab)

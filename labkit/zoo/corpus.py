@@ -540,3 +540,21 @@ class Corpus:
         docs = self.pretrain_docs("train")
         for _ in range(n_docs):
             yield next(docs)
+
+
+# ------------------------------------------------------------------------------------------- the world's tools
+_world_of_seed = world  # the function, under a name that lookup's ``world`` parameter does not hide
+
+
+def lookup(entity: str, world=None) -> str:
+    """The encyclopedia entry of ``entity`` in the synthetic world (default: ``world()``, seed 0)."""
+    return (world if world is not None else _world_of_seed()).entry(entity)
+
+
+def run_tool(name: str, args: dict, world=None) -> str:
+    """Run one parsed tool call and return the observation text."""
+    if name == "calculator":
+        return F.calculator(args.get("expression", ""))
+    if name == "lookup":
+        return lookup(args.get("entity", ""), world)
+    return f"Error: unknown tool {name}. Tools: {', '.join(F.TOOLS)}."

@@ -18,7 +18,7 @@ import re
 import time
 
 from . import formats as F
-from .corpus import Corpus
+from .corpus import Corpus, run_tool
 
 _NUM = re.compile(r"-?\d+")
 
@@ -73,7 +73,7 @@ def run_chat(model, tokenizer, conversations: list[list[dict]], world=None, max_
                 parsed = F.parse_tool_call(turn)
                 s["calls"].append((turn, parsed))
                 s["messages"].append({"role": "assistant", "content": turn.strip()})
-                obs = F.run_tool(parsed[0], parsed[1], world) if parsed else "Error: malformed tool call."
+                obs = run_tool(parsed[0], parsed[1], world) if parsed else "Error: malformed tool call."
                 s["messages"].append({"role": "tool", "content": obs})
             else:
                 s["reply"] = F.reply_text(turn)

@@ -39,8 +39,6 @@ System prompts the model was trained with: none, ``TOOLS_SYSTEM`` (tools allowed
 """
 from __future__ import annotations
 
-import ast
-import operator
 import re
 from typing import Any, Iterable
 
@@ -162,53 +160,14 @@ def is_valid_tool_call(text: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------------ the tools
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-
 def calculator(expression: str) -> str:
-    """Evaluate integer/decimal arithmetic safely (no names, no calls). Returns the result or ``Error: ...``."""
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Mult) and abs(left) * abs(right) > 1e30:
-                raise ValueError("result too large")
-            return _OPS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.operand))
-        raise ValueError("only numbers and + - * / ( ) are allowed")
+    """The calculator as the training traces show it: the agent's tool (``labkit.calculator``, one
+    implementation), floats rounded to 6 decimals as the zoo's corpus always wrote them; a refusal is
+    ``Error: <reason>``."""
+    from ..calculator import calculator_text
+    from ..errors import ToolError
 
     try:
-        value = ev(ast.parse(str(expression).replace("×", "*"), mode="eval"))
-    except ZeroDivisionError:
-        return "Error: division by zero"
-    except (SyntaxError, ValueError, TypeError, RecursionError) as exc:
+        return calculator_text(str(expression), digits=6)
+    except ToolError as exc:
         return f"Error: {exc}"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, float):
-        value = round(value, 6)
-    return str(value)
-
-
-def lookup(entity: str, world=None) -> str:
-    """The encyclopedia entry of ``entity`` in the synthetic world (default: ``corpus.world()``)."""
-    if world is None:
-        from .corpus import world as make_world
-
-        world = make_world()
-    return world.entry(entity)
-
-
-def run_tool(name: str, args: dict, world=None) -> str:
-    """Run one parsed tool call and return the observation text."""
-    if name == "calculator":
-        return calculator(args.get("expression", ""))
-    if name == "lookup":
-        return lookup(args.get("entity", ""), world)
-    return f"Error: unknown tool {name}. Tools: {', '.join(TOOLS)}."

@@ -648,7 +648,9 @@ class Reading:
 
     def chat_unknown(self, it: dict, r: random.Random, world=None) -> list[dict]:
         msgs = [{"role": "system", "content": F.TOOLS_SYSTEM}] if r.random() < 0.5 else []
-        obs = F.lookup(it["entity"], world)
+        from .corpus import lookup
+
+        obs = lookup(it["entity"], world)
         return msgs + [{"role": "user", "content": it["question"]},
                        {"role": "assistant", "content": F.format_call("lookup", entity=it["entity"])},
                        {"role": "tool", "content": obs},

@@ -169,7 +169,7 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
           warmup: int = 100, weight_decay: float = 0.1, seed: int = 0, val=None, eval_every: int = 0,
           log_every: int = 50, log=print, max_seconds: float | None = None,
           time_budget: float | None = None, checkpoint: str | None = None,
-          checkpoint_every: float = 300.0) -> TrainStats:
+          checkpoint_every: float = 300.0, on_progress=None) -> TrainStats:
     """AdamW + warmup/cosine on rows of ``input_ids`` (labels default to the inputs: next-token prediction).
 
     Epochs over the rows are shuffled with ``seed``. ``val`` = (ids, labels) is scored every ``eval_every``
@@ -181,8 +181,15 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
     ``checkpoint`` (a file path): every ``checkpoint_every`` seconds (and at the end) the model, optimiser, data
     order, clock and stats are saved there (written to a temporary file, then renamed: an interrupted save never
     leaves a half-written checkpoint); a later call with the same path resumes from it, so a long run can be
-    done in parts (``max_seconds`` per part)."""
+    done in parts (``max_seconds`` per part).
+
+    ``on_progress``: called with a ``labkit.watch.Progress`` (kind ``"train"``) at every logged step and
+    evaluation, as ``finetune`` does (e.g. ``labkit.watch.tqdm_progress()``)."""
     import torch
+
+    from ..watch import Progress, Reporter
+
+    report = Reporter(on_progress)
 
     torch.manual_seed(seed)
     model.train()
@@ -248,10 +255,14 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
             el = time.perf_counter() - t0
             log(f"step {step:5d}/{steps}  loss {float(loss.detach()):.3f}  lr {lr_at(step, sched_steps, lr, warmup):.2e}  "
                 f"{stats.tokens / el:,.0f} tok/s  {el:.0f}s")
+            report(Progress("train", step + 1, steps, "running", item=stats,
+                            info={"loss": float(loss.detach()), "lr": lr_at(step, sched_steps, lr, warmup),
+                                  "tokens_per_s": stats.tokens / el, "elapsed": el}))
         if val is not None and eval_every and (step + 1) % eval_every == 0:
             vl = evaluate_loss(model, *val)
             stats.evals.append((step + 1, round(vl, 4)))
             log(f"step {step + 1:5d}  val loss {vl:.3f}  (ppl {math.exp(vl):.2f})")
+            report(Progress("train", step + 1, steps, "running", item=stats, info={"val_loss": vl}))
             model.train()
         if checkpoint and time.perf_counter() - last_ck > checkpoint_every:
             save_ck(step + 1)
@@ -263,6 +274,8 @@ def train(model, input_ids, labels=None, *, steps: int, batch_size: int = 16, lr
         save_ck(stats.steps)
     stats.seconds = time.perf_counter() - t0
     model.eval()
+    report(Progress("train", stats.steps, steps, "done" if stats.steps >= steps else "stopped", item=stats,
+                    info={"elapsed": stats.seconds, "tokens_per_s": stats.tokens / max(stats.seconds, 1e-9)}))
     return stats
 
 
