@@ -298,7 +298,10 @@ def card(info: dict) -> str:
              f"({steps} steps of {info.get('batch', ['?'])[0]} windows, {minutes:.0f} min on "
              f"{info.get('threads', '?')} CPU threads). This folder holds only the adapter and the head.", "",
              "Training items: reading passages of the training generator (25 locales) and knowledge-base pages of "
-             "*other* worlds than the shipped one, single and two-hop, with unanswerable questions.", "",
+             "*other* worlds than the shipped one, single and two-hop, with unanswerable questions"
+             + (f"; from round 7 on, {info['new_phrasings']:.0%} of the reading passages state the answer with "
+                "training-only phrasings that put it first or mid-sentence (none is a held-out phrasing)"
+                if info.get("new_phrasings") else "") + ".", "",
              f"\"I don't know\" when the best span beats the no-answer score by less than {info.get('idk_margin', 0):.2f} "
              f"(chosen on the dev sets, reading the top {info.get('read_k')} chunks).", "",
              "## Measured (retrieve, then read; test sets; `python -m labkit.rag.reader_eval`)", "",
