@@ -334,15 +334,57 @@ class BertvizView:
         return {"text/html": self.html, "text/plain": self.notice}
 
 
+_NEURON_MODELS: dict = {}
+
+
+def neuron_model(model) -> Any:
+    """bertviz's own BERT (``bertviz.transformers_neuron_view``, which exposes each head's queries and keys) with the
+    weights of a loaded BERT-style encoder (``minilm``): the two share parameter names, so the state dict loads
+    whole (strict). Cached per model."""
+    lm = resolve(model)
+    cfg = lm.model.config
+    if getattr(cfg, "model_type", "") != "bert":
+        raise LabkitUsageError(f"bertviz's neuron view reads BERT-style encoders (minilm), not {lm.name!r} "
+                               f"({getattr(cfg, 'model_type', '?')}); use `view` head, model or matrix for it")
+    key = (lm.name, id(lm.model))
+    if key not in _NEURON_MODELS:
+        from bertviz.transformers_neuron_view import BertConfig, BertModel
+
+        bc = BertConfig(vocab_size_or_config_json_file=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                        intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,
+                        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+                        layer_norm_eps=cfg.layer_norm_eps)
+        bc.output_attentions = True
+        net = BertModel(bc)
+        try:
+            net.load_state_dict(lm.model.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise LabkitError(f"{lm.name!r}'s weights do not fit bertviz's BERT ({str(exc)[:200]})") from None
+        _NEURON_MODELS[key] = (net.eval(), lm.tokenizer)
+    return _NEURON_MODELS[key]
+
+
 def bertviz_html(result: AttentionResult, which: str = "model") -> str:
-    """bertviz's ``model_view``/``head_view`` HTML for this result, its scripts inlined (renders offline)."""
+    """bertviz's ``model_view``/``head_view``/``neuron_view`` HTML for this result, its scripts inlined (renders
+    offline). The neuron view (queries and keys of one head, for BERT-style encoders) runs the model again in
+    bertviz's own BERT, on the result's text."""
     try:
         import torch
         from bertviz import head_view, model_view
     except ImportError:
         raise LabkitError("bertviz is not installed (`pip install bertviz`); use `view` head, model or matrix") from None
+    if which == "neuron":
+        from bertviz import neuron_view
+
+        net, tok = neuron_model(result.model)
+        a, b = split_pair(result.text) if result.pair_start is not None else (result.text, None)
+        with torch.no_grad():
+            out = neuron_view.show(net, "bert", tok, a, b, layer=result.layer, head=result.head or 0,
+                                   html_action="return")
+        return offline_bertviz(out.data if hasattr(out, "data") else str(out))
     if which not in ("head", "model"):
-        raise LabkitUsageError(f"bertviz's views here are 'head' and 'model', not {which!r}")
+        raise LabkitUsageError(f"bertviz's views here are 'head', 'model' and 'neuron', not {which!r}")
     att = tuple(torch.from_numpy(result.attentions[i : i + 1].astype("float32")) for i in range(result.n_layers))
     fn = model_view if which == "model" else head_view
     kwargs = {"sentence_b_start": result.pair_start} if result.pair_start is not None else {}

@@ -183,6 +183,27 @@ def test_bertviz_views_use_labkits_copies_of_their_scripts(micro, monkeypatch):
         A.offline_bertviz("<div>no script</div>")
 
 
+def test_bertviz_neuron_view_offline_on_minilm(micro):
+    """bertviz's neuron view (queries and keys of one head) runs minilm's own weights in bertviz's BERT: the
+    attention it draws is labkit's attention of that head, and it needs nothing from the network."""
+    import json
+    import re
+
+    import numpy as np
+
+    from labkit import attend as A
+
+    r = A.attend("The cat sat on the mat.\nIt was tired.", "minilm", layer=2, head=3, pair=True)
+    view = A.bertviz_view(r, which="neuron")
+    assert view.html and "cdnjs" not in view.html and "define('d3'" in view.html, view.notice
+    params = json.loads(re.search(r"window\.bertviz_params = (\{.*?\});?\n", view.html, re.S).group(1))
+    attn = np.array(params["attention"]["all"]["attn"][2][3])
+    assert params["attention"]["all"]["queries"] and attn.shape == r.weights(2, 3).shape
+    assert np.abs(attn - r.weights(2, 3)).max() < 2e-3  # float16 storage in the result
+    off = A.bertviz_view(A.attend("the old bridge", micro), which="neuron")  # a Llama: labkit's view, and why
+    assert off.html is None and "BERT-style" in off.notice
+
+
 def test_magic(ip, micro):
     res = ip.run_cell_magic("attend", f"--model {micro} --layer 1 --view matrix --out att", "the old bridge")
     assert res.layer == 1 and res.view == "matrix" and ip.user_ns["att"] is res
@@ -194,6 +215,8 @@ def test_magic(ip, micro):
         ip.run_cell_magic("attend", "--view sideways", "hello")
     view = ip.run_cell_magic("attend", f"--model {micro} --view bertviz", "hello there")
     assert "bertviz" in repr(view)
+    view = ip.run_cell_magic("attend", "--model minilm --view neuron --layer 1 --head 2", "hello there")
+    assert "neuron_view" in view.notice and view.html
 
 
 def test_magic_text_that_is_not_valid_unicode(ip, micro):

@@ -139,3 +139,30 @@ def test_bertviz_head_view_renders_offline(lab_server, page):
     svg.scroll_into_view_if_needed()
     screenshot(page, "bertviz_head_view_offline.png")
     assert not [u for u in blocked if "cdnjs" in u], blocked   # nothing even tried the CDN
+
+
+def test_bertviz_neuron_view_renders_offline(lab_server, page):
+    """bertviz's neuron view (minilm's queries and keys, run in bertviz's own BERT) renders with every request off
+    the machine refused."""
+    from urllib.parse import urlparse
+
+    blocked = []
+
+    def only_loopback(route):
+        host = urlparse(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", only_loopback)
+    nb = _notebook(["%load_ext labkit",
+                    "%%attend --model minilm --view neuron --layer 2 --head 3 --pair\nMira gave the key to Tam.\nShe thanked her."])
+    (lab_server.root / "bertviz_neuron.ipynb").write_text(json.dumps(nb))
+    run_all(page, lab_server, "bertviz_neuron.ipynb")
+    page.wait_for_function("() => document.querySelectorAll('[id^=bertviz] svg text').length > 4", timeout=60_000)
+    texts = page.locator("[id^=bertviz] svg text").all_text_contents()
+    assert any("mira" in t.lower() for t in texts), texts
+    page.locator("[id^=bertviz] svg").first.scroll_into_view_if_needed()
+    screenshot(page, "bertviz_neuron_view_offline.png")
+    assert not [u for u in blocked if "cdnjs" in u], blocked
