@@ -93,9 +93,9 @@ def test_beams_and_kv_timing(micro):
 def test_bad_input(micro):
     from labkit.generate import generate
 
-    for kw, msg in [(dict(top_p=0), r"top-p must be in \(0, 1\]"), (dict(top_p=1.5), "top-p"),
-                    (dict(temperature=-1), "temperature"), (dict(top_k=0), "top-k"),
-                    (dict(max_new_tokens=0), "max-new-tokens"), (dict(beams=2, step=True), "beams")]:
+    for kw, msg in [(dict(top_p=0), r"`top_p` must be in \(0, 1\]"), (dict(top_p=1.5), "top_p"),
+                    (dict(temperature=-1), "temperature"), (dict(top_k=0), "top_k"),
+                    (dict(max_new_tokens=0), "max_new_tokens"), (dict(beams=2, step=True), "beams")]:
         with pytest.raises(LabkitUsageError, match=msg):
             generate("hello", micro, **kw)
     with pytest.raises(LabkitUsageError, match="encoder"):

@@ -228,11 +228,9 @@ def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tok
 
     try:
         lm = models.resolve(model_name, kinds=("causal-lm",), use="a generated answer")
-    except LabkitUsageError:
-        raise
-    except LabkitError as exc:
-        raise LabkitError(f"answer={model_name!r}: {exc} Meanwhile answer='extractive' works without a "
-                          f"generator.") from None
+    except LabkitError as exc:  # the same kind of error, with the way out
+        raise type(exc)(f"answer={model_name!r}: {exc} Meanwhile answer='extractive' works without a "
+                        f"generator.") from None
     if lm.tokenizer is None:
         raise LabkitUsageError(f"answer={model_name!r}: that model has no tokenizer; use tiny-chat, a causal LM "
                                f"folder, or extractive")
