@@ -334,35 +334,29 @@ class BertvizView:
         return {"text/html": self.html, "text/plain": self.notice}
 
 
-_NEURON_MODELS: dict = {}
-
-
 def neuron_model(model) -> Any:
     """bertviz's own BERT (``bertviz.transformers_neuron_view``, which exposes each head's queries and keys) with the
     weights of a loaded BERT-style encoder (``minilm``): the two share parameter names, so the state dict loads
-    whole (strict). Cached per model."""
+    whole (strict). Not cached: it is a second copy of the weights, dropped once the view is drawn."""
     lm = resolve(model)
     cfg = lm.model.config
     if getattr(cfg, "model_type", "") != "bert":
         raise LabkitUsageError(f"bertviz's neuron view reads BERT-style encoders (minilm), not {lm.name!r} "
                                f"({getattr(cfg, 'model_type', '?')}); use `view` head, model or matrix for it")
-    key = (lm.name, id(lm.model))
-    if key not in _NEURON_MODELS:
-        from bertviz.transformers_neuron_view import BertConfig, BertModel
+    from bertviz.transformers_neuron_view import BertConfig, BertModel
 
-        bc = BertConfig(vocab_size_or_config_json_file=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-                        intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,
-                        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-                        layer_norm_eps=cfg.layer_norm_eps)
-        bc.output_attentions = True
-        net = BertModel(bc)
-        try:
-            net.load_state_dict(lm.model.state_dict(), strict=True)
-        except RuntimeError as exc:
-            raise LabkitError(f"{lm.name!r}'s weights do not fit bertviz's BERT ({str(exc)[:200]})") from None
-        _NEURON_MODELS[key] = (net.eval(), lm.tokenizer)
-    return _NEURON_MODELS[key]
+    bc = BertConfig(vocab_size_or_config_json_file=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                    num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
+                    intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,
+                    max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+                    layer_norm_eps=cfg.layer_norm_eps)
+    bc.output_attentions = True
+    net = BertModel(bc)
+    try:
+        net.load_state_dict(lm.model.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise LabkitError(f"{lm.name!r}'s weights do not fit bertviz's BERT ({str(exc)[:200]})") from None
+    return net.eval(), lm.tokenizer
 
 
 def bertviz_html(result: AttentionResult, which: str = "model") -> str:
