@@ -126,7 +126,12 @@ def resolve(model) -> Any:
 
 def max_positions(model, tokenizer) -> int:
     """Deprecated name of ``labkit.models.context_length`` (kept for callers of the old API)."""
+    import warnings
+
     from . import models
+
+    warnings.warn("labkit.attend.max_positions is deprecated: use labkit.models.context_length",
+                  DeprecationWarning, stacklevel=2)
 
     return models.context_length(model, tokenizer)
 

@@ -375,6 +375,12 @@ SPEC_KINDS = {
 }
 
 
+def zoo_kind(name: str) -> str | None:
+    """The kind of a zoo entry (``"causal-lm"``, ``"encoder"``, ``"extractive-qa"``, ``"tokenizer"``), or None."""
+    entry = ZOO.get(_canonical(str(name)))
+    return entry[0] if entry else None
+
+
 def _is_loaded(obj) -> bool:
     return hasattr(obj, "model") and hasattr(obj, "tokenizer") and hasattr(obj, "kind") and hasattr(obj, "name")
 

@@ -575,6 +575,6 @@ def make_chat_model(spec, *, model_name: str | None = None, max_new_tokens: int 
         model = LlamaCppChatModel(path=path, temperature=temperature)
         model.llm  # load now: a missing file or package fails here, before the run starts
         return model
-    if what == "zoo" and models.ZOO[models._canonical(spec)][0] != "causal-lm":
+    if what == "zoo" and models.zoo_kind(spec) != "causal-lm":
         raise LabkitUsageError(f"{spec!r} cannot chat or call tools; use tiny-chat, openai:<base-url> or gguf:<path>")
     return ZooChatModel(model_name=spec, max_new_tokens=max_new_tokens, temperature=temperature)
