@@ -96,7 +96,8 @@ def sft_examples(seed: int, n: int, split: str = "train", stream: str = "v2-sft"
 def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "base", "chat"),
              threads: int | None = None, pre_minutes: float | None = None, sft_minutes: float | None = None,
              ckpt_dir=None, log_file=None, chat_from=None, sft_seed: int | None = None,
-             draft_minutes: float | None = None, on_progress=None) -> dict:
+             draft_minutes: float | None = None, sft_lr: float | None = None, seq_len: int | None = None,
+             max_examples: int | None = None, draft_layers: int | None = None, on_progress=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -109,6 +110,11 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         R["pre_minutes"] = pre_minutes
     if sft_minutes is not None:
         R["sft_minutes"] = sft_minutes
+    if sft_lr is not None:
+        R["sft_lr"] = sft_lr
+    if seq_len is not None:  # longer rows, fewer of them: the same tokens per step
+        R["batch_size"] = max(1, R["batch_size"] * R["seq_len"] // seq_len)
+        R["seq_len"] = seq_len
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = Path(ckpt_dir or out / ".checkpoints")
@@ -160,9 +166,14 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
         model = AutoModelForCausalLM.from_pretrained(str(init), dtype=torch.float32)
         n_params = sum(p.numel() for p in model.parameters())
         budget = R["sft_minutes"] and R["sft_minutes"] * 60
-        steps = R["sft_steps"] if not budget else int(budget * tokps_guess * 1.6 / (bs * seq))
+        # a time budget sets an upper bound on the steps from the model's size (45 % MFU of the measured 170
+        # GFLOP/s), with headroom: the clock, not the step count, ends the run
+        guess = tokps_guess if quick else 0.45 * 170e9 / (6 * n_params)
+        steps = R["sft_steps"] if not budget else int(budget * guess * 1.6 / (bs * seq))
         t0 = time.perf_counter()
         n_examples = int(steps * bs * (seq / 110)) + 100
+        if max_examples:  # generating and packing costs about 1.6 ms per chat: past this, epochs repeat
+            n_examples = min(n_examples, max_examples)
         stream = "v2-sft" if sft_seed is None else f"v2-sft-{sft_seed}"
         ids, lab = pack_sft(tok, sft_examples(seed, n_examples, stream=stream), seq)
         val_ids, val_lab = pack_sft(tok, sft_examples(seed, 400 if not quick else 100, "val"), seq)
@@ -182,24 +193,38 @@ def build_v2(out, *, quick: bool = False, seed: int = 0, stages=("tokenizer", "b
     if "draft" in stages:
         # a draft for speculative decoding: trained from scratch on the same fine-tuning chats (assistant
         # tokens), sharing tiny-chat-v2's tokenizer so that its proposals can be checked by the target
-        cfg = model_config("micro", tok, **(R["size"] if quick else DRAFT_SIZE))
-        model = new_model(cfg, seed + 1)
+        if draft_layers:
+            # the target's embeddings (tied with its output head) and first ``draft_layers`` blocks: a draft
+            # that starts out agreeing with the target on easy tokens, then is fine-tuned on the same chats
+            model = AutoModelForCausalLM.from_pretrained(str(chat_from), dtype=torch.float32)
+            model.model.layers = model.model.layers[:draft_layers]
+            model.config.num_hidden_layers = draft_layers
+            if getattr(model.config, "layer_types", None):
+                model.config.layer_types = model.config.layer_types[:draft_layers]
+            init_desc = f"the first {draft_layers} of the target's layers ({chat_from})"
+        else:
+            cfg = model_config("micro", tok, **(R["size"] if quick else DRAFT_SIZE))
+            model = new_model(cfg, seed + 1)
+            init_desc = "scratch"
         n_params = sum(p.numel() for p in model.parameters())
         budget = (draft_minutes or 12.0) * 60 if not quick else None
         steps = 60 if quick else int(budget * 14000 * 1.4 / (bs * seq))
         stream = "v2-draft"
         n_examples = int(steps * bs * (seq / 110)) + 100
+        if max_examples:
+            n_examples = min(n_examples, max_examples)
         ids, lab = pack_sft(tok, sft_examples(seed, n_examples, stream=stream), seq)
         val_ids, val_lab = pack_sft(tok, sft_examples(seed, 400 if not quick else 100, "val"), seq)
         log(f"draft: {n_params:,} parameters; {ids.shape[0]} rows; up to {steps} steps")
-        stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=3e-3, warmup=min(100, steps // 10), seed=seed,
+        draft_lr = 1e-3 if draft_layers else 3e-3
+        stats = train(model, ids, lab, steps=steps, batch_size=bs, lr=draft_lr, warmup=min(100, steps // 10), seed=seed,
                       val=(val_ids, val_lab), eval_every=max(1, min(500, steps // 4)), log=log, on_progress=on_progress,
                       log_every=max(1, min(100, steps // 20)), time_budget=budget,
                       checkpoint=str(ckpt_dir / "draft.pt"))
         vl = evaluate_loss(model, val_ids, val_lab)
         log(f"draft: val loss (assistant tokens) {vl:.3f}; {stats.tokens_per_s:,.0f} tok/s, {stats.seconds / 60:.1f} min")
         result["tiny-draft"] = _save(model, tok, out / "tiny-draft", stats, vl, n_params, result["recipe"], host,
-                                     init="scratch", stream=stream, lr=3e-3, batch=[bs, seq], seed=seed,
+                                     init=init_desc, stream=stream, lr=draft_lr, batch=[bs, seq], seed=seed,
                                      examples=n_examples, target="tiny-chat-v2")
     return result
 
@@ -237,11 +262,17 @@ def main(argv=None) -> int:
     p.add_argument("--chat-from", type=Path, default=None,
                    help="--stage chat: continue from this chat model folder (e.g. labkit/zoo/weights/tiny-chat-v2)")
     p.add_argument("--sft-seed", type=int, default=None, help="a fresh stream of fine-tuning chats")
+    p.add_argument("--sft-lr", type=float, default=None, help="--stage chat: peak learning rate")
+    p.add_argument("--seq-len", type=int, default=None, help="row length (the batch shrinks to keep tokens/step)")
+    p.add_argument("--draft-layers", type=int, default=None,
+                   help="--stage draft: start from the first N layers of --chat-from instead of from scratch")
+    p.add_argument("--max-examples", type=int, default=None, help="--stage chat: at most this many chats")
     a = p.parse_args(argv)
     stages = ("tokenizer", "base", "chat") if a.stage == "all" else (a.stage,)
     build_v2(a.out, quick=a.quick, seed=a.seed, stages=stages, threads=a.threads, pre_minutes=a.pre_minutes,
              sft_minutes=a.sft_minutes, log_file=a.log, chat_from=a.chat_from, sft_seed=a.sft_seed,
-             draft_minutes=a.draft_minutes)
+             draft_minutes=a.draft_minutes, sft_lr=a.sft_lr, seq_len=a.seq_len, max_examples=a.max_examples,
+             draft_layers=a.draft_layers)
     return 0
 
 
