@@ -17,7 +17,8 @@ _logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)
 
 
 _SUBMODULES = {"models", "tokenize", "exercises", "runtime", "attend", "generate", "embeddings", "finetune", "rag",
-               "agent", "security", "zoo", "labs", "grading", "doctor", "widgets", "progress", "reference", "speculative"}
+               "agent", "security", "zoo", "labs", "grading", "doctor", "widgets", "progress", "reference", "speculative",
+               "playground"}
 
 
 def __getattr__(name: str):

@@ -19,6 +19,11 @@ library computes:
 - ``train_step``: one step of next-token training as ``%finetune`` (transformers' Trainer) takes it: the loss
   transformers computes from ``labels=`` (it shifts the labels itself), gradients clipped to norm 1.0
   (``max_grad_norm``), one optimizer step, gradients cleared.
+- lab 01: ``Value`` (a scalar autograd engine, micrograd's) checked by ``agrees_with_autograd`` against
+  ``torch.autograd`` on random expression graphs; ``bce_with_logits`` (torch's
+  ``binary_cross_entropy_with_logits``); ``adamw_step`` (``torch.optim.AdamW``, one tensor, step by step);
+  ``init_std`` (the spread ``xavier_normal_`` and ``kaiming_normal_(nonlinearity="relu")`` draw with, measured);
+  gradient clipping against ``torch.nn.utils.clip_grad_norm_``.
 """
 from __future__ import annotations
 
@@ -284,3 +289,286 @@ def agrees_with_bpe_step(pair_counts, merge, trials: int = 40, seed: int = 12) -
         if tuple(merge(symbols, pair)) != bpe_merge(symbols, pair):
             return False
     return True
+
+
+# ------------------------------------------------------------------------------------ lab 01: neural networks
+class Value:
+    """A scalar that remembers how it was computed, so that ``backward()`` can fill every input's ``grad``
+    (micrograd's engine: +, ×, tanh, relu; plain numbers on either side of + and ×)."""
+
+    def __init__(self, data, children=()):
+        self.data, self.grad = float(data), 0.0
+        self._children = tuple(children)
+        self._backward = lambda: None
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data + other.data, (self, other))
+
+        def backward():
+            self.grad += out.grad
+            other.grad += out.grad
+        out._backward = backward
+        return out
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data * other.data, (self, other))
+
+        def backward():
+            self.grad += other.data * out.grad
+            other.grad += self.data * out.grad
+        out._backward = backward
+        return out
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+    def tanh(self):
+        import math
+
+        t = math.tanh(self.data)
+        out = Value(t, (self,))
+
+        def backward():
+            self.grad += (1 - t * t) * out.grad
+        out._backward = backward
+        return out
+
+    def relu(self):
+        out = Value(self.data if self.data > 0 else 0.0, (self,))
+
+        def backward():
+            self.grad += (1.0 if self.data > 0 else 0.0) * out.grad
+        out._backward = backward
+        return out
+
+    def backward(self):
+        order, seen = [], set()
+
+        def visit(v):  # every node after the nodes it was computed from
+            if id(v) not in seen:
+                seen.add(id(v))
+                for c in v._children:
+                    visit(c)
+                order.append(v)
+        visit(self)
+        self.grad = 1.0
+        for v in reversed(order):
+            v._backward()
+
+    def __repr__(self):
+        return f"Value(data={self.data:.4g}, grad={self.grad:.4g})"
+
+
+_OPS = ("add", "mul", "tanh", "relu", "add_num", "num_add", "mul_num", "num_mul")
+
+
+def _apply(op, a, b, c):
+    """One step of an expression, written so that the same line runs on a Value and on a torch tensor."""
+    return {"add": lambda: a + b, "mul": lambda: a * b, "tanh": lambda: a.tanh(), "relu": lambda: a.relu(),
+            "add_num": lambda: a + c, "num_add": lambda: c + a, "mul_num": lambda: a * c,
+            "num_mul": lambda: c * a}[op]()
+
+
+def random_expressions(trials: int = 40, seed: int = 13):
+    """Random expression graphs: (leaf values, recipe), recipe = [(op, i, j, number)] over the nodes so far
+    (leaves first). Nodes are reused (a*a, a diamond where one node feeds two others), and some leaves are not
+    used at all (their gradient must be 0). The first cases are the classic traps, fixed."""
+    import random
+
+    rng = random.Random(seed)
+    cases = [([1.5], [("add", 0, 0, 0.0)]),                                   # a + a: both uses add up
+             ([0.7, -1.3], [("mul", 0, 1, 0.0), ("tanh", 2, 2, 0.0), ("add", 2, 3, 0.0), ("mul", 4, 2, 0.0)]),
+             ([-0.4, 2.0], [("relu", 0, 0, 0.0), ("mul_num", 1, 1, -3.0), ("add", 2, 3, 0.0)])]
+    while len(cases) < trials:
+        leaves = [round(rng.uniform(-2, 2), 3) or 0.5 for _ in range(rng.randint(1, 4))]
+        recipe, n = [], len(leaves)
+        for _ in range(rng.randint(2, 12)):
+            i, j = rng.randrange(n), rng.randrange(n)
+            recipe.append((rng.choice(_OPS), i, j, round(rng.uniform(-2, 2), 3) or 1.25))
+            n += 1
+        cases.append((leaves, recipe))
+    return cases
+
+
+def agrees_with_autograd(Value, trials: int = 40, seed: int = 13, rtol: float = 1e-6) -> bool:
+    """Does ``Value`` (a scalar autograd class: ``Value(x)``, ``.data``, ``.grad``, +, ×, ``.tanh()``,
+    ``.relu()``, ``.backward()``) compute what ``torch.autograd`` computes, value and every input's gradient, on
+    random expression graphs it was never shown?"""
+    import math
+
+    import torch
+
+    for leaves, recipe in random_expressions(trials, seed):
+        xs = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in leaves]
+        nodes = list(xs)
+        for op, i, j, c in recipe:
+            nodes.append(_apply(op, nodes[i], nodes[j], c))
+        nodes[-1].backward()
+        want = [float(x.grad) if x.grad is not None else 0.0 for x in xs]
+        try:
+            vs = [Value(x) for x in leaves]
+            mine = list(vs)
+            for op, i, j, c in recipe:
+                mine.append(_apply(op, mine[i], mine[j], c))
+            mine[-1].backward()
+            got_value, got = float(mine[-1].data), [float(v.grad) for v in vs]
+        except Exception:  # noqa: BLE001 - a learner's bug is a wrong answer, not a crash
+            return False
+        if not math.isclose(got_value, float(nodes[-1].detach()), rel_tol=rtol, abs_tol=1e-9):
+            return False
+        if not all(math.isclose(g, w, rel_tol=rtol, abs_tol=1e-9) for g, w in zip(got, want)):
+            return False
+    return True
+
+
+def bce_with_logits(logits, targets):
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def agrees_with_bce_with_logits(fn, trials: int = 20, seed: int = 15) -> bool:
+    """Does ``fn(logits, targets)`` give torch's mean binary cross-entropy, and its gradient, in float32, on logits
+    as large as ±120 (where computing sigmoid first underflows to exactly 0 or 1) and on soft targets?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        n = 1 + t % 7
+        logits = torch.randn(n, generator=g) * [1.0, 5.0, 30.0, 120.0][t % 4]
+        targets = (torch.rand(n, generator=g) < 0.5).float() if t % 3 else torch.rand(n, generator=g)
+        mine, ref = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+        try:
+            got = fn(mine, targets.clone())
+            if not isinstance(got, torch.Tensor) or got.numel() != 1 or not torch.isfinite(got).all():
+                return False
+            got.reshape(()).backward()
+        except Exception:  # noqa: BLE001
+            return False
+        want = bce_with_logits(ref, targets)
+        want.backward()
+        if not torch.allclose(got.reshape(()).float(), want, rtol=1e-4, atol=1e-5):
+            return False
+        if mine.grad is None or not torch.allclose(mine.grad, ref.grad, rtol=1e-4, atol=1e-6):
+            return False
+    return True
+
+
+def agrees_with_init_std(fn, seed: int = 16) -> bool:
+    """Does ``fn(fan_in, fan_out, activation)`` give the standard deviation torch's initialisers draw with:
+    ``kaiming_normal_(nonlinearity="relu")`` (He) for ``"relu"`` and ``xavier_normal_`` (Glorot) for ``"tanh"``,
+    measured on large weight matrices of shapes the learner never saw?"""
+    import torch
+
+    torch.manual_seed(seed)
+    for fan_in, fan_out in ((300, 700), (900, 250), (512, 512)):
+        for act, init in (("relu", lambda w: torch.nn.init.kaiming_normal_(w, nonlinearity="relu")),
+                          ("tanh", torch.nn.init.xavier_normal_)):
+            measured = float(init(torch.empty(fan_out, fan_in)).std())
+            try:
+                got = float(fn(fan_in, fan_out, act))
+            except Exception:  # noqa: BLE001
+                return False
+            if abs(got - measured) > 0.01 * measured:
+                return False
+    return True
+
+
+def agrees_with_adamw(fn, trials: int = 12, seed: int = 14) -> bool:
+    """Does ``fn(p, grad, state, lr, betas, eps, weight_decay)`` (one AdamW step: returns the new parameter;
+    ``state`` is a dict the function keeps between steps, empty at first) follow ``torch.optim.AdamW`` step by
+    step, for random shapes, gradients and settings?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        shape = [(3,), (2, 4), (5, 1, 2)][t % 3]
+        lr = float(10 ** torch.empty(1).uniform_(-3, -1, generator=g))
+        betas = (float(torch.empty(1).uniform_(0.7, 0.95, generator=g)),
+                 float(torch.empty(1).uniform_(0.9, 0.999, generator=g)))
+        eps, wd = [1e-8, 1e-3][t % 2], [0.0, 0.01, 0.3][t % 3]
+        p0 = torch.randn(shape, generator=g, dtype=torch.float64)
+        ref = p0.clone().requires_grad_(True)
+        opt = torch.optim.AdamW([ref], lr=lr, betas=betas, eps=eps, weight_decay=wd)
+        mine, state = p0.clone(), {}
+        for _ in range(6):
+            grad = torch.randn(shape, generator=g, dtype=torch.float64) * 10 ** float(
+                torch.empty(1).uniform_(-3, 1, generator=g))
+            ref.grad = grad.clone()
+            opt.step()
+            try:
+                out = fn(mine, grad.clone(), state, lr, betas, eps, wd)
+                mine = out if out is not None else mine
+                if not isinstance(mine, torch.Tensor) or mine.shape != p0.shape:
+                    return False
+            except Exception:  # noqa: BLE001
+                return False
+            if not torch.allclose(mine.detach().double(), ref.detach(), rtol=1e-6, atol=1e-9):
+                return False
+    return True
+
+
+def agrees_with_clip_grad_norm(fn, trials: int = 12, seed: int = 17) -> bool:
+    """Does ``fn(params, max_norm)`` do what ``torch.nn.utils.clip_grad_norm_`` does: return the global norm of
+    all the gradients (before clipping) and scale them all down together when it exceeds ``max_norm``, leaving
+    them alone when it does not and skipping parameters without a gradient?"""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for t in range(trials):
+        shapes = [(3, 4), (4,), (2, 2, 2), (1,)][: 1 + t % 4]
+        grads = [torch.randn(s, generator=g) * 10 ** float(torch.empty(1).uniform_(-2, 2, generator=g))
+                 for s in shapes]
+        max_norm = float(torch.empty(1).uniform_(0.1, 5.0, generator=g))
+        ref, mine = [], []
+        for i, gr in enumerate(grads):
+            a, b = torch.zeros_like(gr, requires_grad=True), torch.zeros_like(gr, requires_grad=True)
+            a.grad, b.grad = gr.clone(), gr.clone()
+            ref.append(a)
+            mine.append(b)
+        if t % 3 == 0:  # a parameter that got no gradient
+            ref.append(torch.zeros(2, requires_grad=True))
+            mine.append(torch.zeros(2, requires_grad=True))
+        want = float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+        try:
+            got = float(fn(mine, max_norm))
+        except Exception:  # noqa: BLE001
+            return False
+        if abs(got - want) > 1e-4 * max(1.0, want):
+            return False
+        for a, b in zip(ref, mine):
+            if (a.grad is None) != (b.grad is None):
+                return False
+            if a.grad is not None and not torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-7):
+                return False
+    return True
+
+
+def adamw_step(p, grad, state: dict, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+    """One step of ``torch.optim.AdamW`` on one tensor, as a function (``state`` keeps the step count and the two
+    moments between calls): decoupled decay, the two moving averages, bias correction, the update."""
+    import torch
+
+    if not state:
+        state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+    state["step"] += 1
+    beta1, beta2 = betas
+    p = p * (1 - lr * weight_decay)
+    state["m"] = state["m"] * beta1 + grad * (1 - beta1)
+    state["v"] = state["v"] * beta2 + grad * grad * (1 - beta2)
+    denom = (state["v"] / (1 - beta2 ** state["step"])).sqrt() + eps
+    return p - lr * (state["m"] / (1 - beta1 ** state["step"])) / denom
+
+
+def init_std(fan_in: int, fan_out: int, activation: str) -> float:
+    """The standard deviation torch's normal initialisers draw with: ``kaiming_normal_`` (He, fan-in mode) for
+    ``"relu"``, ``xavier_normal_`` (Glorot, gain 1) otherwise."""
+    import math
+
+    import torch
+
+    if activation == "relu":
+        return torch.nn.init.calculate_gain("relu") / math.sqrt(fan_in)
+    return math.sqrt(2.0 / (fan_in + fan_out))

@@ -6,6 +6,7 @@ Browser fixtures (tests marked ``@pytest.mark.browser``):
   copy of ``labs/``; ``.url(path)``, ``.root``, ``.token``.
 - ``browser``: Playwright Chromium from Debian's package (never ``playwright install``).
 - ``run_all(page, lab_server, name)``: open a notebook, wait for its kernel, run all cells, wait until idle.
+- ``only_loopback(page)``: refuse every request that leaves the machine (the list it returns fills with them).
 """
 from __future__ import annotations
 
@@ -163,6 +164,23 @@ def run_all(page, server: LabServer, name: str, timeout_s: float = 240) -> None:
                    const k = w.sessionContext.session.kernel;
                    const pending = [...document.querySelectorAll('.jp-InputPrompt')].some(p => p.textContent.includes('*'));
                    return k.status === 'idle' && !pending; }""", timeout=int(timeout_s * 1000))
+
+
+def only_loopback(page) -> list:
+    """Refuse every request that leaves the machine; the list fills with what was refused."""
+    from urllib.parse import urlparse
+
+    blocked = []
+
+    def route_it(route):
+        host = urlparse(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", route_it)
+    return blocked
 
 
 def screenshot(page, name: str) -> Path:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import run_all, screenshot
+from conftest import only_loopback, run_all, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -109,30 +109,13 @@ def test_attention_widget_hover_and_views(lab_server, page):
     assert not [e for e in errors if "lk-" in e or "attention" in e or "generate" in e], errors
 
 
-def _only_loopback(page) -> list:
-    """Refuse every request that leaves the machine; the list fills with what was refused."""
-    from urllib.parse import urlparse
-
-    blocked = []
-
-    def route_it(route):
-        host = urlparse(route.request.url).hostname or ""
-        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
-            return route.continue_()
-        blocked.append(route.request.url)
-        return route.abort()
-
-    page.route("**/*", route_it)
-    return blocked
-
-
 def test_bertviz_head_view_renders_offline(lab_server, page):
     """bertviz's own head view in JupyterLab with every request off the machine refused: its scripts come from
     labkit's copies, so the view draws its tokens and attention lines anyway."""
     from test_attend import make_micro_model
 
     make_micro_model(lab_server.root / "micro")
-    blocked = _only_loopback(page)
+    blocked = only_loopback(page)
     nb = _notebook(["%load_ext labkit", "%%attend --model micro --view bertviz\nMira gave the key to Tam."])
     (lab_server.root / "bertviz_offline.ipynb").write_text(json.dumps(nb))
     run_all(page, lab_server, "bertviz_offline.ipynb")
@@ -150,7 +133,7 @@ def test_bertviz_head_view_renders_offline(lab_server, page):
 def test_bertviz_neuron_view_renders_offline(lab_server, page):
     """bertviz's neuron view (minilm's queries and keys, run in bertviz's own BERT) renders with every request off
     the machine refused."""
-    blocked = _only_loopback(page)
+    blocked = only_loopback(page)
     nb = _notebook(["%load_ext labkit",
                     "%%attend --model minilm --view neuron --layer 2 --head 3 --pair\nMira gave the key to Tam.\nShe thanked her."])
     (lab_server.root / "bertviz_neuron.ipynb").write_text(json.dumps(nb))

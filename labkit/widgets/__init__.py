@@ -95,6 +95,7 @@ VIEWS = {
     "labkit.agent.trace.AgentResult": "trace",
     "labkit.rag.answer.RagResult": "retrieval",
     "labkit.rag.answer.RagResults": "retrieval",
+    "labkit.playground.TrainResult": "playground",
 }
 
 _STATE = "_labkit_view"  # where a result keeps its built view: {"widget": ..., "live": bool}
