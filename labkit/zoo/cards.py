@@ -129,13 +129,28 @@ V2_INTRO = ("Zoo v2 (a preview, still training): a fresh tokenizer and model tra
             "training checkpoints and resumes, so it can be continued in parts.")
 
 
+V2_FROM_V1_INTRO = ("Zoo v2 (a preview: its out-of-world bars are not met yet): `tiny-chat` (v1: its 4k tokenizer and its "
+                    "weights, which had already learned to copy answers out of the world's passages) fully fine-tuned "
+                    "(loss on the assistant's tokens) on the world's chats *and* on the reading corpus of "
+                    "`labkit.zoo.reading` (passages from faker/wordfreq pools of 25 locales, 29 relations with several "
+                    "phrasings, distractor facts, tool traces with 1-7 digit operands, lookups of unknown people, "
+                    "two-turn chats), so that the answer can only come from the passage. Trained by "
+                    "`python -m labkit.zoo.build_v2 --stage chat --chat-from labkit/zoo/weights/tiny-chat`; the "
+                    "training checkpoints and resumes, so it can be continued in parts.")
+
+
+def _v2_intro(t: dict) -> str:
+    init = str(t.get("init", ""))
+    return V2_FROM_V1_INTRO if init.rstrip("/").endswith("weights/tiny-chat") else V2_INTRO
+
+
 def _chat_card(chat: Path) -> None:
     if True:
         t, e = _load(chat / "train.json"), _load(chat / "eval.json")
         v2 = chat.name.endswith("-v2")
         lines = [
             f"# {chat.name}", "",
-            V2_INTRO if v2 else
+            _v2_intro(t) if v2 else
             "tiny-base fine-tuned (full fine-tuning, loss on the assistant's tokens only) on chats: context "
             "question answering, calculator and lookup tool use with the observation fed back, and simple "
             "instructions. Built by `labkit zoo build`.", "",
