@@ -302,17 +302,22 @@ def greedy(model, src: str, max_len: int = 24) -> tuple[str, float]:
     return _text(out), logp
 
 
+def _same_length_groups(srcs: Sequence[str]) -> list[list[int]]:
+    """Indices of the inputs, grouped by input length: one batch per group, so no input is padded."""
+    by_len: dict[int, list[int]] = {}
+    for i, src in enumerate(srcs):
+        by_len.setdefault(len(src), []).append(i)
+    return list(by_len.values())
+
+
 def greedy_many(model, srcs: Sequence[str], max_len: int = 24) -> list[tuple[str, float]]:
     """``greedy`` for many inputs at once (a batch per input length, so no input is padded): the same outputs,
     much faster."""
     import torch
 
     results: dict[int, tuple[str, float]] = {}
-    by_len: dict[int, list[int]] = {}
-    for i, src in enumerate(srcs):
-        by_len.setdefault(len(src), []).append(i)
     with torch.no_grad(), one_thread():
-        for idx in by_len.values():
+        for idx in _same_length_groups(srcs):
             s, mask = _src_ids([srcs[i] for i in idx])
             keys, state = model.encode(s, mask)
             tok = torch.full((len(idx), 1), BOS, dtype=torch.long)
@@ -381,11 +386,8 @@ def beam_search_many(model, srcs: Sequence[str], beam: int = 3, max_len: int = 2
     if beam < 1:
         raise LabkitUsageError("beam must be 1 or more")
     results: dict[int, tuple[str, float]] = {}
-    by_len: dict[int, list[int]] = {}
-    for i, src in enumerate(srcs):
-        by_len.setdefault(len(src), []).append(i)
     with torch.no_grad(), one_thread():
-        for idx in by_len.values():
+        for idx in _same_length_groups(srcs):
             s, mask = _src_ids([srcs[i] for i in idx])
             keys, state = model.encode(s, mask)
             # per input: open hypotheses (ids, score, row of `state`), finished ones (ids, score), still searching?
