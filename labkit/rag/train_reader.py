@@ -74,6 +74,9 @@ READER_QUESTIONS = {
     "pet": ["What do they call {S}'s {animal}?"], "code": ["What opens {S}'s locker?"],
     "owns": ["What is one thing {S} owns?"], "speaks": ["Which language does {S} use?"],
     "employer": ["What company employs {S}?"], "moved_to": ["Which city did {S} end up in?"],
+    # round 9: numbers with their units (prices, points, durations, counts) asked in other words
+    "costs": ["How much did the {thing} come to?"], "scored": ["What was {S}'s points total?"],
+    "duration": ["For how long does the {event} run?"], "count": ["How many {things} does {S} keep?"],
 }
 SHARE_NEW_PHRASINGS = 0.4  # of reading items, the share whose answering fact uses a READER_FACTS phrasing
 
