@@ -1,4 +1,4 @@
-"""The ``labkit`` command: doctor, labs, models, zoo."""
+"""The ``labkit`` command: doctor, labs, progress, models, zoo."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,17 @@ def _exists(module: str) -> bool:
         return False
 
 
+def _progress(args) -> int:
+    import json
+
+    from . import curriculum
+
+    parts = curriculum.overview(store=args.store)
+    print(json.dumps({"parts": parts, "summary": curriculum.summary(parts)}, indent=1) if args.json
+          else curriculum.format_overview(parts))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:  # these subcommands have their own parsers
@@ -92,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     labs.set_defaults(fn=_labs)
     m = sub.add_parser("models", help="the model zoo and other loadable models")
     m.set_defaults(fn=_models)
+    pr = sub.add_parser("progress", help="your progress through the course: every chapter, its lab, exercises solved")
+    pr.add_argument("--store", help="a progress store other than yours (labkit.progress.store_path())")
+    pr.add_argument("--json", action="store_true", help="the overview as JSON (what the JupyterLab panel reads)")
+    pr.set_defaults(fn=_progress)
     for name, (module, text) in DELEGATED.items():
         if _exists(module):
             sub.add_parser(name, help=text)

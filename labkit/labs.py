@@ -147,3 +147,54 @@ def copy_student_labs(dest: str | os.PathLike, src: str | os.PathLike | None = N
         report = copy_labs(dest, built)
     report.kind = "student versions (solutions removed)"
     return report
+
+
+# ------------------------------------------------------------------------------------------------ one lab at a time
+def copy_one_lab(dest: str | os.PathLike, stem: str, *, instructor: bool = False) -> CopyReport:
+    """Bring one lab (``03_tokenization``) into ``dest`` with ``copy_labs``'s rule: copied when missing, updated when
+    the learner never touched it, and when they did, their file is kept and a newer course version is written
+    beside it as ``NAME.updated.ipynb``. The student version unless ``instructor``. (The JupyterLab panel's "open"
+    and "get the course's update".)"""
+    from .curriculum import is_lab
+    from .errors import LabkitUsageError
+
+    if not is_lab(stem):
+        raise LabkitUsageError(f"no lab {stem!r}")
+    src = labs_dir()
+    dest = Path(dest).expanduser()
+    _refuse_own_labs(dest, src)
+    with tempfile.TemporaryDirectory(prefix="labkit-one-") as built:
+        if instructor:
+            shutil.copyfile(src / f"{stem}.ipynb", Path(built) / f"{stem}.ipynb")
+        else:
+            from .grading import write_student_versions
+
+            write_student_versions(built, src, [f"{stem}.ipynb"])
+        report = copy_labs(dest, built)
+    report.kind = "instructor version" if instructor else "student version (solutions removed)"
+    return report
+
+
+def reset_lab(dest: str | os.PathLike, stem: str, *, instructor: bool = False) -> tuple[Path | None, CopyReport]:
+    """Start a lab afresh: the learner's copy is kept beside it as ``NAME.old-YYYYmmdd-HHMMSS.ipynb`` (never
+    deleted), then the course version is copied. Returns (where the old copy went, or None; the copy report)."""
+    import time
+
+    from .curriculum import is_lab
+    from .errors import LabkitUsageError
+
+    if not is_lab(stem):
+        raise LabkitUsageError(f"no lab {stem!r}")
+    dest = Path(dest).expanduser()
+    _refuse_own_labs(dest, labs_dir())
+    current = dest / f"{stem}.ipynb"
+    kept = None
+    if current.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = dest / f"{stem}.old-{stamp}.ipynb"
+        n = 1
+        while kept.exists():
+            n += 1
+            kept = dest / f"{stem}.old-{stamp}-{n}.ipynb"
+        os.replace(current, kept)
+    return kept, copy_one_lab(dest, stem, instructor=instructor)
