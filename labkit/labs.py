@@ -150,17 +150,23 @@ def copy_student_labs(dest: str | os.PathLike, src: str | os.PathLike | None = N
 
 
 # ------------------------------------------------------------------------------------------------ one lab at a time
+def _require_lab(stem: str, src: Path) -> None:
+    """Only the stems of the labs labkit ships name a file here (no paths, no other notebooks)."""
+    import re
+
+    from .errors import LabkitUsageError
+
+    if not (isinstance(stem, str) and re.fullmatch(r"\d\d_[A-Za-z0-9_]+", stem) and (src / f"{stem}.ipynb").is_file()):
+        raise LabkitUsageError(f"no lab {stem!r}")
+
+
 def copy_one_lab(dest: str | os.PathLike, stem: str, *, instructor: bool = False) -> CopyReport:
     """Bring one lab (``03_tokenization``) into ``dest`` with ``copy_labs``'s rule: copied when missing, updated when
     the learner never touched it, and when they did, their file is kept and a newer course version is written
     beside it as ``NAME.updated.ipynb``. The student version unless ``instructor``. (The JupyterLab panel's "open"
     and "get the course's update".)"""
-    from .curriculum import is_lab
-    from .errors import LabkitUsageError
-
-    if not is_lab(stem):
-        raise LabkitUsageError(f"no lab {stem!r}")
     src = labs_dir()
+    _require_lab(stem, src)
     dest = Path(dest).expanduser()
     _refuse_own_labs(dest, src)
     with tempfile.TemporaryDirectory(prefix="labkit-one-") as built:
@@ -180,11 +186,7 @@ def reset_lab(dest: str | os.PathLike, stem: str, *, instructor: bool = False) -
     deleted), then the course version is copied. Returns (where the old copy went, or None; the copy report)."""
     import time
 
-    from .curriculum import is_lab
-    from .errors import LabkitUsageError
-
-    if not is_lab(stem):
-        raise LabkitUsageError(f"no lab {stem!r}")
+    _require_lab(stem, labs_dir())
     dest = Path(dest).expanduser()
     _refuse_own_labs(dest, labs_dir())
     current = dest / f"{stem}.ipynb"

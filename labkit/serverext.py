@@ -15,13 +15,15 @@ server's XSRF rule. Answers are JSON; bad requests get a 4xx with a ``message``.
     POST {base}labkit/api/labs/NAME/reset     keep the learner's copy as NAME.old-<time>.ipynb, copy a fresh one
 
 NAME must be one of the labs labkit ships (``03_tokenization``); nothing else names a file, so no request can reach
-outside the learner's folder (the server's root directory). When that folder *is* the course's own ``labs/``
+outside the learner's folder (``learner_folder``: ``labs/`` under the server's root when the labs were copied there,
+else the root). When that folder *is* the course's own ``labs/``
 (``make lab-instructor``), ``open`` opens the lab there and ``reset`` is refused.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +49,9 @@ def _handlers():
         def root(self) -> Path:
             return Path(self.contents_manager.root_dir).resolve()
 
+        def folder(self) -> Path:
+            return learner_folder(self.root())
+
         def reply(self, data, status: int = 200):
             self.set_status(status)
             self.set_header("Content-Type", "application/json")
@@ -57,7 +62,7 @@ def _handlers():
 
         def instructor_folder(self) -> bool:
             try:
-                return self.root() == labs.labs_dir().resolve()
+                return self.folder() == labs.labs_dir().resolve()
             except FileNotFoundError:
                 return False
 
@@ -66,12 +71,13 @@ def _handlers():
         @authorized
         async def get(self):
             parts = await asyncio.to_thread(curriculum.overview)
-            root = self.root()
+            folder = self.folder()
             for part in parts:
                 for ch in part["chapters"]:
-                    ch["present"] = bool(ch["lab"]) and (root / f"{ch['lab']}.ipynb").is_file()
-                    ch["updated"] = bool(ch["lab"]) and (root / f"{ch['lab']}.updated.ipynb").is_file()
+                    ch["present"] = bool(ch["lab"]) and (folder / f"{ch['lab']}.ipynb").is_file()
+                    ch["updated"] = bool(ch["lab"]) and (folder / f"{ch['lab']}.updated.ipynb").is_file()
             self.reply({"parts": parts, "summary": curriculum.summary(parts),
+                        "folder": folder.relative_to(self.root()).as_posix(),
                         "instructor_folder": self.instructor_folder(), "store": str(progress.store_path())})
 
     class Progress(Base):
@@ -98,22 +104,23 @@ def _handlers():
         async def post(self, name: str, action: str):
             if not curriculum.is_lab(name):
                 self.fail(404, f"no lab {name!r}; the labs are: " + ", ".join(curriculum.lab_stems().values()))
-            root = self.root()
+            root, folder = self.root(), self.folder()
             if self.instructor_folder():
                 if action == "reset":
                     self.fail(409, "this server runs on the course's own labs/ folder (the instructor versions); "
                                    "reset works in a learner's folder (make lab)")
-                return self.reply({"path": f"{name}.ipynb", "copied": [], "kept": [], "beside": [],
+                return self.reply({"path": curriculum.lab_path(folder, name).relative_to(root).as_posix(),
+                                   "copied": [], "kept": [], "beside": [],
                                    "message": "the instructor version, opened in place"})
             try:
                 if action == "open":
-                    report = await asyncio.to_thread(labs.copy_one_lab, root, name)
+                    report = await asyncio.to_thread(labs.copy_one_lab, folder, name)
                     old = None
                 else:
-                    old, report = await asyncio.to_thread(labs.reset_lab, root, name)
+                    old, report = await asyncio.to_thread(labs.reset_lab, folder, name)
             except LabkitUsageError as exc:
                 self.fail(400, str(exc))
-            path = curriculum.lab_path(root, name)
+            path = curriculum.lab_path(folder, name)
             self.reply({"path": path.relative_to(root).as_posix(),
                         "copied": report.copied + report.restored + report.updated, "kept": report.kept,
                         "beside": report.beside, "old": old.relative_to(root).as_posix() if old else None,
@@ -124,6 +131,24 @@ def _handlers():
 
     return [(rf"{API}/course", Course), (rf"{API}/progress", Progress), (rf"{API}/doctor", Doctor),
             (rf"{API}/labs/([^/]+)/(open|reset)", LabAction)]
+
+
+def learner_folder(root: Path) -> Path:
+    """Where the learner's labs are, inside the server's root: ``$LABKIT_LABS_FOLDER`` (relative to the root) when
+    set; else ``labs/`` when it holds labs (``labkit labs copy ~/labs``, nbgitpuller into ``labs``, the TLJH and
+    Kubernetes configs); else the root itself (``make lab`` serves ``workspace/``)."""
+    from .labs import MANIFEST
+
+    name = os.environ.get("LABKIT_LABS_FOLDER", "").strip()
+    if name:
+        folder = (root / name).resolve()
+        if folder != root and root not in folder.parents:
+            raise ValueError(f"LABKIT_LABS_FOLDER={name!r} is outside the server's root {root}")
+        return folder
+    sub = root / "labs"
+    if sub.is_dir() and ((sub / MANIFEST).exists() or any(sub.glob("[0-9][0-9]_*.ipynb"))):
+        return sub.resolve()
+    return root
 
 
 def doctor_state() -> dict:

@@ -179,9 +179,25 @@ c.Spawner.mem_limit = {mem_limit!r}
 c.Spawner.environment = {environment!r}
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 180
-c.JupyterHub.services = [{{"name": "classroom-admin", "api_token": {admin_token!r}}}]
-c.JupyterHub.load_roles = [{{"name": "admin", "services": ["classroom-admin"]}}]
+c.JupyterHub.services = [
+    {{"name": "classroom-admin", "api_token": {admin_token!r}}},
+    # the instructor's class overview (labkit.classroom), as deploy/values.yaml declares it
+    {{"name": "labkit-class", "url": "http://127.0.0.1:{class_port}", "command": {class_cmd!r},
+     "environment": {{"LABKIT_CLASS_SERVERS_URL": "http://127.0.0.1:{proxy_port}"}}, "oauth_no_confirm": True}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "admin", "services": ["classroom-admin"]}},
+    {{"name": "labkit-class", "services": ["labkit-class"], "scopes": {class_scopes!r}}},
+    {{"name": "instructor", "groups": ["instructors"], "scopes": {instructor_scopes!r}}},
+]
+c.JupyterHub.load_groups = {{"instructors": {{"users": ["teacher"]}}}}
 '''
+
+
+def classroom_scopes():
+    from labkit.classroom import INSTRUCTOR_SCOPES, SCOPES
+
+    return SCOPES, INSTRUCTOR_SCOPES
 
 
 class LoopbackHub:
@@ -210,7 +226,9 @@ class LoopbackHub:
             # readonly extension manager: no PyPI look-ups from the students' servers; allow_root for "caps" mode
             args=["--LabApp.extension_manager=readonly"] + (["--ServerApp.allow_root=True"] if self.mode == "caps"
                                                             else []),
-            cpu_limit=cpu_limit, mem_limit=mem_limit, environment=env, admin_token=self.admin_token))
+            cpu_limit=cpu_limit, mem_limit=mem_limit, environment=env, admin_token=self.admin_token,
+            class_port=free_port(), class_cmd=[sys.executable, "-m", "labkit.classroom"],
+            class_scopes=classroom_scopes()[0], instructor_scopes=classroom_scopes()[1]))
         self.proxy_proc: subprocess.Popen | None = None
         self.hub_proc: subprocess.Popen | None = None
         self.server_pids: dict[str, int] = {}
@@ -898,3 +916,48 @@ def test_nbgitpuller_delivers_student_versions_and_keeps_edits(classroom, tmp_pa
     if victim is not None:
         assert victim.exists()  # a deleted file comes back
     assert text != mine
+
+
+def test_instructor_sees_each_students_progress_and_students_cannot(classroom):
+    """The class overview (labkit.classroom, a hub service) reads each student's progress through their own server;
+    a student gets 403 from it, and 403 on another student's progress endpoint."""
+    import requests
+
+    hub, students, _, _ = classroom
+    store = ".local/share/labkit"  # where labkit.progress keeps it under a student's HOME (no LABKIT_HOME set)
+    for name, n in (("alice", 2), ("bob", 1)):
+        code = ("from labkit import progress, exercises\n"
+                "names = [e.name for e in exercises.lab_exercises('00_welcome')]\n"
+                f"for e in names[:{n}]:\n    progress.record_attempt('00_welcome', e, True)\n")
+        done = hub.as_student(name, [sys.executable, "-c", code],
+                              env_extra={"LABKIT_HOME": str(hub.home(name) / store)})
+        assert done.returncode == 0, done.stderr
+    own = requests.get(hub.server_url("alice", "labkit/api/course"),
+                       headers={"Authorization": f"token {students['alice'].token}"}, timeout=60)
+    assert own.status_code == 200, own.text[:300]
+    lab0 = next(c for p in own.json()["parts"] for c in p["chapters"] if c["number"] == 0)
+    assert lab0["solved"] == 2 and lab0["status"] == "in progress"
+    other = requests.get(hub.server_url("bob", "labkit/api/course"),
+                         headers={"Authorization": f"token {students['alice'].token}"}, timeout=60,
+                         allow_redirects=False)
+    assert other.status_code == 403
+    teacher = hub.user_token("teacher")
+    t0 = time.perf_counter()
+    r = requests.get(f"{hub.url}/services/labkit-class/api/progress", headers={"Authorization": f"token {teacher}"},
+                     timeout=120, allow_redirects=False)
+    took = time.perf_counter() - t0
+    assert r.status_code == 200, (r.status_code, r.text[:300], hub.log_tail())
+    data = r.json()
+    assert data["students"]["alice"]["server"] == "running"
+    assert data["students"]["alice"]["labs"]["00_welcome"]["solved"] == 2
+    assert data["students"]["bob"]["labs"]["00_welcome"]["solved"] == 1
+    assert data["students"]["teacher"]["server"] == "not running"
+    page = requests.get(f"{hub.url}/services/labkit-class/", headers={"Authorization": f"token {teacher}"},
+                        timeout=120, allow_redirects=False)
+    assert page.status_code == 200 and "alice" in page.text and "2/" in page.text
+    for s in students.values():
+        denied = requests.get(f"{hub.url}/services/labkit-class/api/progress",
+                              headers={"Authorization": f"token {s.token}"}, timeout=60, allow_redirects=False)
+        assert denied.status_code == 403, (s.name, denied.status_code, denied.text[:200])
+    print(f"\nclass overview: {len(data['students'])} users, read through their servers in {took:.2f} s")
+

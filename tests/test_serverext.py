@@ -218,3 +218,31 @@ def test_the_instructor_folder_opens_in_place_and_refuses_reset(tmp_path):
         assert srv.call("GET", "labkit/api/course")[1]["instructor_folder"] is True
     finally:
         srv.stop()
+
+
+def test_the_learner_folder_is_labs_when_the_labs_were_copied_there(tmp_path, monkeypatch):
+    from labkit.labs import copy_one_lab
+    from labkit.serverext import learner_folder
+
+    monkeypatch.delenv("LABKIT_LABS_FOLDER", raising=False)
+    assert learner_folder(tmp_path) == tmp_path  # make lab: the labs sit in the served folder itself
+    copy_one_lab(tmp_path / "labs", "00_welcome")  # labkit labs copy ~/labs, the TLJH and Kubernetes configs
+    assert learner_folder(tmp_path) == (tmp_path / "labs").resolve()
+    monkeypatch.setenv("LABKIT_LABS_FOLDER", "course/week1")
+    assert learner_folder(tmp_path) == (tmp_path / "course" / "week1").resolve()
+    monkeypatch.setenv("LABKIT_LABS_FOLDER", "../elsewhere")
+    with pytest.raises(ValueError):
+        learner_folder(tmp_path)
+
+
+def test_the_deploy_kit_declares_the_class_overview_with_only_its_scopes():
+    import yaml
+
+    from labkit.classroom import INSTRUCTOR_SCOPES, SCOPES, SERVICE
+
+    hub = yaml.safe_load((ROOT / "deploy" / "values.yaml").read_text())["hub"]
+    assert hub["services"][SERVICE]["command"][-1] == "labkit.classroom"
+    assert hub["loadRoles"][SERVICE] == {"services": [SERVICE], "scopes": SCOPES}
+    assert hub["loadRoles"]["instructor"]["scopes"] == INSTRUCTOR_SCOPES
+    assert not any(s.startswith(("admin", "read:users", "users")) and s != "read:users:name" for s in SCOPES)
+    assert f"{SERVICE}.py" in (ROOT / "deploy" / "TLJH.md").read_text()
