@@ -8,13 +8,16 @@ SHELL  := /bin/bash
 VENV   ?= .venv
 WORKSPACE ?= workspace
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.labkit-$(shell cat pyproject.toml constraints.txt requirements.lock | cksum | cut -d' ' -f1)
+# the JupyterLab extension's sources count too: a change rebuilds it and reinstalls (pip copies it into the venv)
+LABEXT_SRC := labextension/package.json labextension/yarn.lock $(sort $(wildcard labextension/src/*.ts labextension/style/*))
+STAMP  := $(VENV)/.labkit-$(shell cat pyproject.toml constraints.txt requirements.lock $(LABEXT_SRC) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: setup lab lab-instructor test test-fast bench clean lock upgrade
 
 $(STAMP):
 	test -x $(PY) || python3 -m venv $(VENV)
+	deploy/build-labextension.sh $(PY)
 	deploy/install.sh $(PY) dev
 	rm -f $(VENV)/.labkit-* && touch $(STAMP)
 
@@ -62,4 +65,4 @@ bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info labkit/labextension labextension/lib labextension/node_modules labextension/tsconfig.tsbuildinfo
