@@ -36,6 +36,15 @@ def test_the_engine_imports_without_the_heavy_libraries():
     assert out.stdout.strip() == "False"
 
 
+def test_presidio_loads_without_torch_and_leaves_it_importable():
+    code = ("import sys, importlib.util; from labkit import dataprep as D; r = D.presidio_recognizers(); "
+            "print(len(r), 'torch' in sys.modules, 'transformers' in sys.modules, "
+            "sys.modules.get('torch', 0) is None, importlib.util.find_spec('torch') is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5", "False", "False", "False", "True"]
+
+
 # ------------------------------------------------------------------------------------------------ the corpus
 def test_the_corpus_is_deterministic_and_its_labels_are_true(corpus, texts):
     again = D.make_corpus(seed=0)
