@@ -273,6 +273,22 @@ def test_a_check_turns_the_chapter_in_progress_then_done_without_a_reload(lab, l
     # the panel reacts to the cell finishing, not to its polling alone
     assert max(MEASURED["in_progress_ms"], MEASURED["done_ms"]) < 4000, MEASURED
 
+
+
+def test_progress_from_elsewhere_shows_up_by_polling(lab, learner_server, monkeypatch):
+    """A check run outside JupyterLab (a script, a terminal) writes the same store: the panel's polling finds it."""
+    from labkit import progress
+
+    page = lab
+    stem = next(s for s in SHIPPED if s.startswith("03_"))
+    monkeypatch.setenv("LABKIT_HOME", str(learner_server.home))
+    progress.record_attempt(stem, "Exercise 1", True)
+    progress.record_attempt(stem, "Exercise 2", False)
+    started = time.monotonic()
+    page.wait_for_function("(sel) => document.querySelector(sel).dataset.status === 'in progress'",
+                           arg=_row(stem), timeout=15_000)
+    MEASURED["poll_pickup_s"] = round(time.monotonic() - started, 1)
+    assert _status(page, stem)["solved"] == "1"
     _screenshot_panel(page)
 
 
