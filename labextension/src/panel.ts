@@ -13,6 +13,9 @@ import {
 /** How often the panel asks for progress while it is visible (ms). */
 export const POLL_MS = 4000;
 
+/** How long an action's news stays at the top of the panel (ms). */
+const MESSAGE_MS = 30000;
+
 /** What the panel asks its owner to do (the plugin wires these to commands and dialogs). */
 export interface IPanelActions {
   open(lab: string): Promise<void>;
@@ -92,6 +95,11 @@ export class LabkitPanel extends Widget {
     this._message.textContent = text;
     this._message.dataset.kind = kind;
     this._message.hidden = !text;
+    // news fades after a while; an error stays until the next action
+    window.clearTimeout(this._messageTimer);
+    if (text && kind === 'info') {
+      this._messageTimer = window.setTimeout(() => this.say(''), MESSAGE_MS);
+    }
   }
 
   /** Ask the server for the course; re-render when anything changed. Concurrent calls share one request. */
@@ -107,8 +115,9 @@ export class LabkitPanel extends Widget {
         }
         this._applied = seq;
         const text = JSON.stringify(data);
+        const recovered = this._error !== '';
         this._error = '';
-        if (text !== this._last) {
+        if (text !== this._last || recovered) {
           this._last = text;
           this._data = data;
           this._render();
@@ -369,6 +378,7 @@ export class LabkitPanel extends Widget {
   private _error = '';
   private _pending: Promise<void> | null = null;
   private _timer: number | null = null;
+  private _messageTimer = 0;
   private _seq = 0;
   private _applied = 0;
   private _changed: ((data: ICourse) => void)[] = [];
