@@ -576,11 +576,15 @@ def _prepared(seed: int):
     return docs, {i: strip_lines(t, lines) for i, t in texts.items()}
 
 
-def score_quality_rules(keep: Callable[[str], bool], seed: int = 7) -> dict[str, float]:
-    """How a rule set ``keep(text) -> bool`` does on a corpus generated with another ``seed`` (documents that are
-    not duplicates, normalised, boilerplate removed, English): the share of low-quality pages it drops (word salad
-    apart, which rules on surface statistics cannot see), of word salad, and of clean stories it loses."""
+def score_quality_rules(keep: Callable[[str], bool], seed: int = 7, language_id: Callable | None = None
+                        ) -> dict[str, float]:
+    """How a rule set ``keep(text) -> bool`` does on a corpus generated with another ``seed``: on its documents that
+    are not duplicates, normalised, boilerplate removed, and English (by the generator's labels, or, with
+    ``language_id``, by that classifier, as in the lab's pipeline). Returns the share of low-quality pages it drops
+    (word salad apart, which rules on surface statistics cannot see), of word salad, and of clean documents it loses."""
     docs, texts = _prepared(seed)
+    if language_id is not None:
+        docs = [d for d, (lang, _) in zip(docs, language_id([texts[d.id] for d in docs])) if lang == "en"]
     drop = {d.id for d in docs if not keep(texts[d.id])}
     low = [d for d in docs if "low_quality" in d.labels and d.kind != "word_salad"]
     salad = [d for d in docs if d.kind == "word_salad"]

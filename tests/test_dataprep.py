@@ -24,6 +24,11 @@ def corpus():
 
 
 @pytest.fixture(scope="module")
+def lid():
+    return D.train_language_id(per_lang=150)
+
+
+@pytest.fixture(scope="module")
 def texts(corpus):
     return {d.id: D.normalise(d.text) for d in corpus.docs}
 
@@ -102,7 +107,7 @@ def test_stage_report_scores_against_labels(corpus):
 
 
 # ------------------------------------------------------------------------------------------------ the stages
-def test_every_stage_clears_its_floor(corpus, texts):
+def test_every_stage_clears_its_floor(corpus, texts, lid):
     """The kit's pipeline on seed 0: each stage's precision and recall against its label."""
     current, texts = list(corpus.docs), dict(texts)
     floors = {}
@@ -118,7 +123,6 @@ def test_every_stage_clears_its_floor(corpus, texts):
     planted = {ln for d in current for ln in d.boilerplate}
     assert len(lines & planted) >= 0.9 * len(planted) and len(lines - planted) <= 3
     texts = {i: D.strip_lines(t, lines) for i, t in texts.items()}
-    lid = D.train_language_id(per_lang=150)
     pred = dict(zip([d.id for d in current], lid([texts[d.id] for d in current])))
     apply("lang", "non_english", [i for i, (lang, _) in pred.items() if lang != "en"])
     apply("rules", "low_quality", [d.id for d in current if not D.quality_rules(texts[d.id])])
@@ -139,11 +143,16 @@ def test_every_stage_clears_its_floor(corpus, texts):
     assert near.candidates < len(sigs) * (len(sigs) - 1) // 2 / 100
 
 
-def test_the_rules_miss_word_salad_and_the_classifier_catches_it(corpus, texts):
+def test_the_rules_miss_word_salad_and_the_classifier_catches_it(corpus, texts, lid):
     assert D.score_quality_rules(D.quality_rules, seed=7) == pytest.approx(
         {"low_quality_dropped": 1.0, "word_salad_dropped": 0.0, "clean_dropped": 0.0}, abs=0.02)
     assert D.score_quality_rules(lambda t: True, seed=7)["low_quality_dropped"] == 0.0
     assert D.score_quality_rules(lambda t: False, seed=7)["clean_dropped"] == 1.0
+    # rules that never look at letters miss the tables of numbers, which the lab's language id already removed
+    no_letters = lambda t: (lambda s: s["words"] >= 20 and s["upper_fraction"] < 0.3 and s["symbol_ratio"] < 0.1
+                            and s["unique_word_fraction"] > 0.3)(D.quality_signals(t))
+    assert D.score_quality_rules(no_letters, seed=7)["low_quality_dropped"] < 0.9
+    assert D.score_quality_rules(no_letters, seed=7, language_id=lid)["low_quality_dropped"] >= 0.9
     quality = D.train_quality_classifier(D.make_corpus(seed=1).docs)
     docs = [d for d in corpus.docs if d.lang == "en" and not d.labels & {"exact_dup", "near_dup"}]
     p = quality([texts[d.id] for d in docs])
@@ -153,8 +162,7 @@ def test_the_rules_miss_word_salad_and_the_classifier_catches_it(corpus, texts):
     assert salad and np.mean(np.array(salad) > 0.5) >= 0.9
 
 
-def test_language_id_on_text_built_apart(corpus):
-    lid = D.train_language_id(per_lang=150)
+def test_language_id_on_text_built_apart(corpus, lid):
     real = [d for d in corpus.docs if not d.labels & {"low_quality", "leak"}][:300]
     pred = lid([D.normalise(d.text) for d in real])
     assert np.mean([lang == d.lang for (lang, _), d in zip(pred, real)]) >= 0.97
