@@ -365,6 +365,8 @@ def test_the_courses_update_and_open_lab_n(lab, learner_server):
 
 
 def test_nothing_left_the_machine_and_no_errors(lab):
+    # offline manners: the kit's settings overrides turn JupyterLab's "get official news?" question off
+    assert lab.get_by_text("official Jupyter news").count() == 0
     assert not lab.blocked, lab.blocked
     assert not lab.errors, lab.errors
     ARTIFACTS.mkdir(exist_ok=True)
