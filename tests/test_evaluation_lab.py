@@ -174,3 +174,14 @@ def test_student_version_of_lab11_runs_end_to_end(tmp_path):
                      for c in nb.cells for o in c.get("outputs", []))
     assert "not answered yet" in text and "using the kit's own" in text
     assert "lm-eval: 4 models x 2 tasks" in text and "Bradley-Terry" in text
+
+
+def test_bias_probe_covers_every_job():
+    import labkit.models as M
+    from labkit.evaluation import bias
+    from labkit.zoo.corpus import JOBS
+
+    lm = M.load("tiny-draft")
+    res = bias.job_gender_probe(lm.model, lm.tokenizer)
+    assert [b.job for b in res] == JOBS
+    assert all(math.isfinite(b.log_odds) and 0 <= b.world_share <= 1 and b.world_people > 0 for b in res)

@@ -7,8 +7,9 @@
 - ``metrics``: exact match and F1 (SQuAD), BLEU/chrF (sacrebleu), ROUGE (rouge-score), and hand-labelled
   answers where overlap metrics disagree with a person;
 - ``judge``: a zoo model as a judge (pairwise, yes/no, likelihood) and its position bias;
-- ``arena``: battles, Elo, Bradley-Terry, bootstrap intervals.
+- ``arena``: battles, Elo, Bradley-Terry, bootstrap intervals;
+- ``bias``: a job-gender association probe (BOLD/WinoBias style) against the world's own statistics.
 
 Plain functions returning plain results; torch, transformers and lm_eval are imported inside the functions.
 """
-from . import arena, benchmark, judge, metrics, perplexity, scoring  # noqa: F401
+from . import arena, benchmark, bias, judge, metrics, perplexity, scoring  # noqa: F401
