@@ -19,6 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB11 = ROOT / "labs" / "11_evaluation.ipynb"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The zoo models are tiny: on a busy 2-core machine two torch threads wait for each other (a forward pass
+    15x slower than on one), as the lab itself notes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_the_shipped_tasks_are_what_the_generators_give():
     items = B.load_items()
     assert len(items) == 100
