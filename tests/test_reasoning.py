@@ -13,6 +13,12 @@ from labkit.reasoning import rewards, search, vote
 from labkit.reasoning.sampling import Sample
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def labkit_models():
+    import labkit.models
+
+    return labkit.models
 LAB12 = ROOT / "labs" / "12_reasoning.ipynb"
 
 
@@ -43,6 +49,8 @@ def test_random_problems_stay_in_range_and_the_split_is_fixed():
     assert P.make_problems(5, terms=4, seed=3) == P.make_problems(5, terms=4, seed=3)
     with pytest.raises(ValueError):
         P.make_problems(100, terms=1, split="train", unique=True)  # only 9 one-term problems exist
+    sums = P.make_problems(50, terms=(2, 5), seed=4, ops="+")
+    assert all(set(p.ops) <= {"+"} and p.answer == sum(p.numbers) for p in sums)
 
 
 def test_step_scores_finds_the_wrong_step():
@@ -95,6 +103,9 @@ def test_tokenizer_is_one_token_per_character():
     text = "C:16+2=18, 18*3=54, 54-9=45. Answer: 45"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text) and tok.decode(ids) == text and tok.unk_token_id not in ids
+    stage1 = build(calc=False)  # stage 1's vocabulary is a prefix of the full one (stage 2 extends it)
+    assert stage1.get_vocab().items() <= tok.get_vocab().items() and len(tok) == len(stage1) + 2
+    assert all(tok.convert_tokens_to_ids(c) == stage1.convert_tokens_to_ids(c) for c in "0123456789+=,.: ACDenrsw")
     chat = tok.apply_chat_template([{"role": "user", "content": "C:1+2="}], add_generation_prompt=True, tokenize=False)
     assert chat == "C:1+2="
 
@@ -120,6 +131,9 @@ def test_tiny_reasoner_is_small_and_chain_of_thought_beats_direct(reasoner):
     cot = evaluate.accuracy(reasoner.model, reasoner.tokenizer, held, "cot")
     direct = evaluate.accuracy(reasoner.model, reasoner.tokenizer, held, "direct")
     assert cot >= 0.4 and cot >= direct + 0.1, (cot, direct)  # measured 0.55 vs 0.35 on lab 12's set
+    early = labkit_models().load(folder / "early")  # lab 12's GRPO start: stage 1 (sums) after 300 steps
+    assert early.tokenizer("C:3+4=", add_special_tokens=False)["input_ids"] == \
+        reasoner.tokenizer("C:3+4=", add_special_tokens=False)["input_ids"]
 
 
 def test_sampling_counts_tokens_and_beam_search_with_the_checker(reasoner):

@@ -80,26 +80,28 @@ def is_heldout(problem) -> bool:
     return zlib.crc32(problem.question().encode()) % 10 == 0
 
 
-def random_problem(rng, terms: int) -> Problem:
-    """A start digit 1-9 and ``terms - 1`` operations, each keeping the running result within 0-99."""
-    nums, ops, s = [rng.randint(1, 9)], "", None
+def random_problem(rng, terms: int, ops: str = "+-*") -> Problem:
+    """A start digit 1-9 and ``terms - 1`` operations (from ``ops``), each keeping the running result within 0-99."""
+    nums, chosen = [rng.randint(1, 9)], ""
     s = nums[0]
     for _ in range(terms - 1):
         while True:
-            o = rng.choice("++-**")
+            o = rng.choice("++-**") if ops == "+-*" else rng.choice(ops)
             b = rng.choice((2, 3)) if o == "*" else rng.randint(1, 9)
             if 0 <= apply(s, o, b) <= 99:
                 break
-        nums.append(b); ops += o
+        nums.append(b)
+        chosen += o
         s = apply(s, o, b)
-    return Problem(tuple(nums), ops)
+    return Problem(tuple(nums), chosen)
 
 
-def make_problems(n: int, terms=(2, 5), seed: int = 0, split: str = "train", unique: bool = False) -> list[Problem]:
+def make_problems(n: int, terms=(2, 5), seed: int = 0, split: str = "train", unique: bool = False,
+                  ops: str = "+-*") -> list[Problem]:
     """``n`` problems with a number of terms drawn from ``terms`` (an int, a (lo, hi) range, or a list).
 
     ``split``: ``"train"`` (never a held-out problem), ``"heldout"`` (only held-out ones) or ``"any"``.
-    ``unique``: no problem twice.
+    ``unique``: no problem twice. ``ops="+"``: sums of digits only.
     """
     if isinstance(terms, int):
         choices = [terms]
@@ -114,7 +116,7 @@ def make_problems(n: int, terms=(2, 5), seed: int = 0, split: str = "train", uni
         tries += 1
         if tries > 1000 * n + 10000:
             raise ValueError(f"cannot make {n} {'unique ' if unique else ''}{split} problems with {terms} terms")
-        p = random_problem(rng, rng.choice(choices))
+        p = random_problem(rng, rng.choice(choices), ops)
         held = is_heldout(p)
         if (split == "train" and held) or (split == "heldout" and not held):
             continue

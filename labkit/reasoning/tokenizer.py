@@ -8,17 +8,19 @@ is written with the same ten symbols. (Llama's tokenizer and the zoo's BPE also 
 from __future__ import annotations
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
-CHARS = list("0123456789+=,.: ") + list("ACDenrsw") + ["-", "*"]
+SUM_CHARS = list("0123456789+=,.: ") + list("ACDenrsw")  # stage 1 of tiny-reasoner (sums only)
+CHARS = SUM_CHARS + ["-", "*"]
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'assistant' %}" + EOS
                  + "{% endif %}{% endfor %}")
 
 
-def build():
-    """A ``PreTrainedTokenizerFast``: ``<pad>``=0, ``<eos>``=1, ``<unk>``=2, then one id per character."""
+def build(calc: bool = True):
+    """A ``PreTrainedTokenizerFast``: ``<pad>``=0, ``<eos>``=1, ``<unk>``=2, then one id per character
+    (``calc=False``: without ``-`` and ``*``, the vocabulary of stage 1, which stage 2 extends)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate([PAD, EOS, UNK] + CHARS)}
+    vocab = {t: i for i, t in enumerate([PAD, EOS, UNK] + (CHARS if calc else SUM_CHARS))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tk.decoder = decoders.Fuse()

@@ -9,7 +9,9 @@ Stage 1 learns the format and addition on sums of digits (328 s measured); stage
 ``-``, ``*2`` and ``*3`` (136 s). Both on one CPU thread of a busy 2-core machine (8 min in all); the second
 command writes ``train.json`` with both stages' settings and times. Fixed seeds: the same run gives the same
 weights (on the same torch build). Stage 2 is short (the time budget of the lab's author, not a plateau): the
-model is far from perfect at 4-5 terms, which leaves lab 12's voting, search and GRPO something to improve.
+model is far from perfect at 4-5 terms, which leaves lab 12's voting and search something to improve.
+``early/`` (lab 12's GRPO starting point, half-trained on sums) is stage 1 after 300 steps: add
+``--early-step 300`` to the first command and copy ``/tmp/tiny-reasoner-stage1/early`` there.
 
 Data: every step draws ``--batch`` fresh problems of 2-5 terms (``problems.random_problem``, or digit sums for
 ``--task sums``), never a held-out one (``problems.is_heldout``); each problem appears once as a
@@ -84,7 +86,7 @@ def train(steps=2400, batch=32, lr=3e-3, seed=0, early_step=(), on_early=None, l
     import torch
 
     torch.set_num_threads(threads)
-    tok = build()
+    tok = build(calc=task != "sums")
     if init:  # stage 2: start from a stage-1 model (its vocabulary is a prefix of this one)
         from transformers import LlamaForCausalLM
 
