@@ -8,6 +8,7 @@
 #                     (torch alone comes from there, without its dependencies; they come with the rest)
 #   PIP_NO_CACHE_DIR  set to 1 in images to keep pip's cache out of the layer (pip reads it itself)
 #   LABKIT_UNLOCKED   set to 1 to install without requirements.lock (newest versions: what `make upgrade` tries)
+#   CMAKE_ARGS        llama.cpp's build flags (default -DGGML_NATIVE=OFF: a portable build)
 # Every version comes from requirements.lock (deploy/lock.sh writes it), so next term's class gets this term's.
 set -euo pipefail
 PY=${1:?usage: deploy/install.sh PYTHON [EXTRAS]}
@@ -29,6 +30,16 @@ TORCH_ARGS=()
 [ -n "${TORCH_INDEX_URL:-}" ] && TORCH_ARGS=(--index-url "$TORCH_INDEX_URL" --no-deps)
 "$PY" -m pip install --quiet --upgrade pip
 "$PY" -m pip install --quiet "${CONS[@]}" ${TORCH_ARGS[@]+"${TORCH_ARGS[@]}"} "torch==2.13.0"
+# llama-cpp-python ships no wheels: pip compiles it from source the first time (about 8 minutes on 2 cores), then
+# reuses the wheel from its cache. Portable flags, so that the cached wheel (and the classroom image) runs on any
+# x86-64, not only on the CPU that built it. Installed on its own, not --quiet, so the build shows it is alive.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+if ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
+  echo "deploy/install.sh: llama-cpp-python: compiling llama.cpp once (about 8 minutes on 2 cores; cached afterwards)"
+  "$PY" -m pip install --progress-bar on "${CONS[@]}" "llama-cpp-python[server]" 2>&1 \
+    | grep -v "^WARNING: Location" | grep --line-buffered -E "Building|Created wheel|Successfully|Using cached|ERROR|error" || true
+  "$PY" -c 'import llama_cpp' || { echo "deploy/install.sh: llama-cpp-python did not install (needs cmake and a C++ compiler)" >&2; exit 1; }
+fi
 SPEC="$ROOT"
 [ -n "$EXTRAS" ] && SPEC="$ROOT[$EXTRAS]"
 "$PY" -m pip install --quiet "${CONS[@]}" -e "$SPEC"

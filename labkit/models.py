@@ -15,7 +15,7 @@ Names the registry knows:
 - a local folder holding a transformers model (``config.json`` + safetensors), e.g. a fine-tuned copy;
 - a hub id ``org/model``: real ``from_pretrained``; used from the local HF cache first, downloaded only when the
   hub is reachable and ``HF_HUB_OFFLINE`` is not set;
-- ``gguf:<path>`` or a ``*.gguf`` path: llama.cpp through ``llama-cpp-python`` (``pip install labkit[gguf]``).
+- ``gguf:<path>`` or a ``*.gguf`` path: llama.cpp through ``llama-cpp-python`` (installed with labkit: ``make setup`` compiles it once).
 
 Loaded models are cached per process (per kernel) under (name, dtype, kwargs); ``unload`` forgets them. Before
 any load the memory it needs is estimated from the weight files and checked against the budget
@@ -657,8 +657,8 @@ def _load_gguf(path: str, kwargs: dict) -> LoadedModel:
     try:
         from llama_cpp import Llama
     except ImportError:
-        raise LabkitUsageError("GGUF models need llama-cpp-python: `pip install 'labkit[gguf]'` "
-                               "(it compiles llama.cpp, a few minutes)") from None
+        raise LabkitUsageError("GGUF models need llama-cpp-python, which labkit installs (`make setup`); "
+                               "here it is missing: `pip install llama-cpp-python` (it compiles llama.cpp, about 8 minutes)") from None
     try:
         llm = Llama(model_path=str(p), verbose=False, **{"n_ctx": 2048, **kwargs})
     except Exception as exc:  # noqa: BLE001

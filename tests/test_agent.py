@@ -400,7 +400,7 @@ def test_gguf_errors(tmp_path):
     except ImportError:
         with pytest.raises(LabkitUsageError) as info:
             make_chat_model(f"gguf:{fake}")
-        assert "pip install 'labkit[gguf]'" in str(info.value)
+        assert "pip install llama-cpp-python" in str(info.value)
 
 
 def test_llama_cpp_adapter_with_a_fake_llama():

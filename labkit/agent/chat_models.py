@@ -10,7 +10,7 @@
   ``llama-server``, vLLM, Ollama, LM Studio). The server is probed first, so a wrong URL fails in seconds with
   a clear message instead of hanging.
 - ``gguf:<path>``: :class:`LlamaCppChatModel`, a GGUF file run in-process by llama-cpp-python
-  (``pip install 'labkit[gguf]'``), using its OpenAI-style ``create_chat_completion`` with tools.
+  (installed with labkit; it compiles once), using its OpenAI-style ``create_chat_completion`` with tools.
 
 :class:`ScriptedChatModel` replies from a list of strings or a function of the messages (zoo format, so the same
 parser runs): the tests use it, and the labs use it as a stand-in for a larger instruction-following model.
