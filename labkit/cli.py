@@ -81,6 +81,26 @@ def _progress(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .errors import LabkitError
+    from .gguf import export_gguf, parity
+
+    try:
+        print(f"writing {args.out} ({args.type}) from {args.model} ...", flush=True)
+        e = export_gguf(args.model, args.out, qtype=args.type)
+        print(e)
+        if args.check:
+            r = parity(args.model, e.path, args.check)
+            print(f"parity on {args.check!r}: token ids {'identical' if r.same_ids else 'DIFFER'} "
+                  f"({len(r.hf_ids)} tokens), next-token logits max |diff| {r.max_abs_diff:.4g}, "
+                  f"top token agrees at {r.argmax_agree:.0%} of positions")
+            return 0 if r.same_ids else 1
+    except LabkitError as exc:
+        print(f"labkit export: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:  # these subcommands have their own parsers
@@ -107,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--store", help="a progress store other than yours (labkit.progress.store_path())")
     pr.add_argument("--json", action="store_true", help="the overview as JSON (what the JupyterLab panel reads)")
     pr.set_defaults(fn=_progress)
+    ex = sub.add_parser("export", help="write a model in another format: labkit export gguf MODEL OUT --type q8_0")
+    exsub = ex.add_subparsers(dest="export_fmt", required=True)
+    g = exsub.add_parser("gguf", help="a zoo model or fine-tuned run as a GGUF file for llama.cpp "
+                                      "(tokenizer and chat template included)")
+    g.add_argument("model", help="a zoo name (tiny-chat), a run name or a model folder")
+    g.add_argument("out", help="the .gguf file to write")
+    g.add_argument("--type", default="f32", choices=["f32", "f16", "q8_0", "q4_0"], help="tensor type (default f32)")
+    g.add_argument("--check", metavar="TEXT", help="then compare token ids and logits with transformers on TEXT")
+    g.set_defaults(fn=_export)
     for name, (module, text) in DELEGATED.items():
         if _exists(module):
             sub.add_parser(name, help=text)

@@ -294,6 +294,13 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
     if step and settings.beams > 1:
         raise LabkitUsageError("`step` shows one sequence token by token; it does not combine with `beams`. "
                                "Drop `beams`, or drop `step` to see the beam-search result")
+    if _is_gguf(model):
+        if step or kv_timing or settings.beams > 1:
+            raise LabkitUsageError("a GGUF model runs in llama.cpp, which labkit drives for plain sampling only: "
+                                   "`step`, `beams` and `kv_timing` need a transformers model (drop them, or give "
+                                   "the zoo name the GGUF was exported from)")
+        return _generate_gguf(prompt, model, settings, chat=chat, on_text=on_text, on_progress=on_progress,
+                              notes=[bad_prompt] if bad_prompt else [])
     lm = _resolve(model)
     net, tok = lm.model, lm.tokenizer
     notes: list[str] = [bad_prompt] if bad_prompt else []
@@ -357,6 +364,85 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
         prompt, lm, **{**dict(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                               top_k=settings.top_k, top_p=settings.top_p, beams=settings.beams, seed=settings.seed,
                               step=step, lens=want_lens, chat=chat), **changes})
+    report(Progress("token", done=len(new_ids), total=settings.max_new_tokens, state="done", item=text))
+    return result
+
+
+def _is_gguf(model) -> bool:
+    if isinstance(model, str):
+        return model.startswith("gguf:") or model.lower().endswith(".gguf")
+    return getattr(model, "kind", None) == "gguf"
+
+
+def _gguf_chat_prompt(llm, prompt: str) -> str:
+    """The user turn in the GGUF's own chat template (what llama.cpp's server would use), else the zoo format."""
+    from .zoo.formats import format_chat
+
+    template = (getattr(llm, "metadata", None) or {}).get("tokenizer.chat_template")
+    messages = [{"role": "user", "content": prompt}]
+    if not template:
+        return format_chat(messages, add_generation_prompt=True)
+    import jinja2
+
+    return jinja2.Environment().from_string(template).render(messages=messages, add_generation_prompt=True)
+
+
+def _generate_gguf(prompt: str, model, settings: Settings, *, chat: bool, on_text, on_progress,
+                   notes: list[str]) -> GenerateResult:
+    """The same sampling settings, run by llama.cpp (llama-cpp-python's token generator) on a GGUF file."""
+    from . import models
+
+    lm = models.resolve(model, kinds=("gguf",), use="generating text")
+    llm = lm.model
+    full_prompt = _gguf_chat_prompt(llm, prompt) if chat else prompt
+    ids = llm.tokenize(full_prompt.encode("utf-8"), add_bos=False, special=True)
+    limit = int(llm.n_ctx())
+    if len(ids) + settings.max_new_tokens > limit:
+        keep = max(1, limit - settings.max_new_tokens)
+        if keep < len(ids):
+            notes.append(f"the prompt has {len(ids)} tokens; with {settings.max_new_tokens} new tokens it would pass "
+                         f"the {limit}-token context, so only its last {keep} tokens were used")
+            ids = ids[-keep:]
+    stops = {int(llm.token_eos())}
+    for name in ("<|end|>", "<|im_end|>", "<|eot_id|>"):
+        t = llm.tokenize(name.encode(), add_bos=False, special=True)
+        if len(t) == 1:
+            stops.add(int(t[0]))
+    greedy = settings.temperature == 0
+    if settings.seed is not None:
+        llm.set_seed(int(settings.seed))
+    report = Reporter(on_progress)
+    llm.reset()
+    new_ids: list[int] = []
+    raw = b""
+    shown = ""
+    stop = "length"
+    t0 = time.perf_counter()
+    for tid in llm.generate(ids, temp=0.0 if greedy else float(settings.temperature),
+                            top_k=1 if greedy else int(settings.top_k or 0),
+                            top_p=1.0 if greedy or settings.top_p is None else float(settings.top_p),
+                            min_p=0.0, repeat_penalty=1.0, reset=True):
+        if int(tid) in stops:
+            stop = "eos"
+            break
+        new_ids.append(int(tid))
+        raw += llm.detokenize([int(tid)], prev_tokens=None)
+        text = raw.decode("utf-8", errors="ignore")
+        if text != shown:
+            if on_text is not None:
+                on_text(text[len(shown):])
+            report(Progress("token", done=len(new_ids), total=settings.max_new_tokens, item=text[len(shown):]))
+            shown = text
+        if len(new_ids) >= settings.max_new_tokens:
+            break
+    seconds = time.perf_counter() - t0
+    text = raw.decode("utf-8", errors="replace")
+    labels = [llm.detokenize([i]).decode("utf-8", errors="replace") for i in new_ids]
+    result = GenerateResult(model=lm.name, prompt=full_prompt, text=text, token_ids=new_ids, tokens=labels,
+                            n_prompt_tokens=len(ids), settings=settings, seconds=seconds, stop=stop, notes=notes)
+    result._regenerate = lambda **changes: generate(
+        prompt, lm, **{**dict(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                              top_k=settings.top_k, top_p=settings.top_p, seed=settings.seed, chat=chat), **changes})
     report(Progress("token", done=len(new_ids), total=settings.max_new_tokens, state="done", item=text))
     return result
 
