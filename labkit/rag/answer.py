@@ -226,6 +226,10 @@ def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tok
     from .. import models
     from ..zoo import formats as F
 
+    from ..generate import _is_gguf
+
+    if _is_gguf(model_name):
+        return _generate_answer_gguf(model_name, question, hits, max_new_tokens)
     try:
         lm = models.resolve(model_name, kinds=("causal-lm",), use="a generated answer")
     except LabkitError as exc:  # the same kind of error, with the way out
@@ -259,6 +263,30 @@ def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tok
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=False)
     return F.reply_text(text), context, notes
+
+
+def _generate_answer_gguf(model_name: str, question: str, hits: list[Hit], max_new_tokens: int):
+    """The same context-QA prompt and greedy decoding, run by llama.cpp on a GGUF file (labkit export gguf)."""
+    from .. import models
+    from ..generate import generate
+    from ..zoo import formats as F
+
+    llm = models.resolve(model_name, kinds=("gguf",), use="a generated answer").model
+    limit = int(llm.n_ctx()) - max_new_tokens - 8
+    notes, context = [], ""
+    for h in hits:
+        trial = (context + "\n" + h.chunk.text).strip()
+        prompt = F.format_chat(F.context_qa_messages(trial, question))
+        if len(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)) > limit:
+            notes.append(f"only {context.count(chr(10)) + 1 if context else 0} of {len(hits)} chunks fit the "
+                         f"model's {limit + max_new_tokens + 8}-token context")
+            break
+        context = trial
+    if not context:
+        context = hits[0].chunk.text if hits else ""
+    prompt = F.format_chat(F.context_qa_messages(context, question))
+    out = generate(prompt, model_name, temperature=0, max_new_tokens=max_new_tokens)
+    return F.reply_text(out.text), context, notes + out.notes
 
 
 # --------------------------------------------------------------------------------------------------- multi-turn
