@@ -1,0 +1,142 @@
+"""Lab 20's engine (labkit.multimodal): the rendered world, patches, the contrastive loss, recall@k, cross-attention,
+a short CLIP training run, and the student version of the lab run end to end."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from labkit import multimodal as M
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB20 = ROOT / "labs" / "20_multimodal.ipynb"
+
+
+def test_the_world_is_fixed_and_its_pictures_show_their_captions():
+    assert M.scenes(5, seed=3) == M.scenes(5, seed=3)
+    train = M.scenes(500, seed=1)
+    assert not any(s.heldout for s in train) and {s.pair for s in train} == set(M.SEEN_PAIRS)
+    assert len(M.SEEN_PAIRS) == 15 and {c for c, _ in M.HELDOUT_PAIRS} == set(M.COLOURS)
+    assert {s for _, s in M.SEEN_PAIRS} == set(M.SHAPES)  # every shape is still seen with some colour
+    assert M.Scene("red", "cross", 2, "left").caption() == "two red crosses on the left"
+    assert M.Scene("blue", "circle", 1, "right").caption() == "one blue circle on the right"
+    assert len(M.all_combos()) == 120
+    s = M.Scene("blue", "square", 3, "right", seed=4)
+    img = M.render(s).astype(int)
+    assert img.shape == (32, 32, 3) and np.array_equal(img, M.render(s).astype(int))
+    ink = np.abs(img - np.array(M.BACKGROUND)).sum(-1) > 90
+    assert ink[:, 16:].sum() > 60 and ink[:, :16].sum() == 0  # the shapes are on the right half only
+    blue = img[ink]
+    assert (blue[:, 2] > blue[:, 0] + 100).all()  # and blue
+    # counts: connected blobs of ink
+    from scipy import ndimage
+    for n in (1, 2, 3):
+        for seed in range(5):
+            for shape in M.SHAPES:
+                sc = M.Scene("green", shape, n, "left", seed=seed)
+                ink = np.abs(M.render(sc).astype(int) - np.array(M.BACKGROUND)).sum(-1) > 90
+                assert ndimage.label(ink)[1] == n, (sc, ndimage.label(ink)[1])
+
+
+def test_patchify_is_the_picture_as_a_sequence():
+    x = M.images(M.scenes(2, seed=0))
+    p = M.patchify(x)
+    assert p.shape == (2, 64, 48)
+    # patch 9 is row 1, column 1: pixels 4-7 x 4-7 of each colour channel
+    assert torch.equal(p[1, 9].reshape(3, 4, 4), x[1, :, 4:8, 4:8])
+    assert M.encode(["two red circles on the left", "a red circle"]).tolist()[1][3:] == [0, 0, 0]
+
+
+def test_reference_contrastive_loss_matches_a_hand_computed_one():
+    g = torch.Generator().manual_seed(0)
+    a, b = (F.normalize(torch.randn(6, 5, generator=g), dim=-1) for _ in range(2))
+    logits = (a @ b.T / 0.2).double().numpy()
+    rows = np.mean([np.log(np.exp(r).sum()) - r[i] for i, r in enumerate(logits)])
+    cols = np.mean([np.log(np.exp(c).sum()) - c[i] for i, c in enumerate(logits.T)])
+    assert float(M.reference_contrastive_loss(a, b, 0.2)) == pytest.approx((rows + cols) / 2, rel=1e-5)
+    same = F.normalize(torch.ones(7, 3), dim=-1)
+    assert float(M.reference_contrastive_loss(same, same, 0.1)) == pytest.approx(math.log(7), rel=1e-5)
+    assert float(M.reference_contrastive_loss(a, a, 0.01)) < 1e-3  # perfectly matched and sharp: no loss
+
+
+def test_recall_at_k_and_cross_attention_references():
+    s = torch.tensor([[0.9, 0.1, 0.5], [0.8, 0.2, 0.9], [0.1, 0.3, 0.2]])
+    assert M.reference_recall_at_k(s, 1) == pytest.approx(1 / 3)  # only row 0's own is top
+    assert M.reference_recall_at_k(s, 2) == pytest.approx(2 / 3)  # row 1's own is third
+    assert M.reference_recall_at_k(s, 3) == 1.0
+    g = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn(2, 3, 8, generator=g), torch.randn(2, 10, 8, generator=g), torch.randn(2, 10, 8, generator=g)
+    out, w = M.reference_cross_attention(q, k, v)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    assert w.shape == (2, 3, 10) and torch.allclose(w.sum(-1), torch.ones(2, 3))
+
+
+@pytest.fixture(scope="module")
+def short_run():
+    torch.set_num_threads(1)
+    tr = M.scenes(600, seed=1)
+    data = (M.images(tr), M.encode([s.caption() for s in tr]))
+    model, log = M.train_clip(data=data, steps=80, batch=64)
+    return tr, data, model, log
+
+
+def test_a_short_clip_run_learns_and_a_wrong_loss_does_not(short_run):
+    tr, data, model, log = short_run
+    test = M.scenes(200, seed=101)
+    x = M.images(test)
+    assert np.mean(log.loss[-10:]) < log.loss[0] - 1.0
+    z = M.zero_shot(model, x, test)
+    assert z["colour"] > 0.6 and z["accuracy"] > 0.15  # chance: 20% colour, 5% pair
+    # a "loss" that ignores which caption belongs to which picture teaches nothing about the pairs
+    broken = lambda i, t, temp: -(i @ t.T).mean()
+    bad, _ = M.train_clip(broken, data=data, steps=80, batch=64)
+    assert M.zero_shot(bad, x, test)["accuracy"] < z["accuracy"] - 0.05
+
+
+def test_vqa_head_trains_on_frozen_tokens_and_attends_over_patches(short_run):
+    tr, (x, _), clip, _ = short_run
+    with torch.no_grad():
+        tok = clip.image.tokens(x)
+    vqa, log = M.train_vqa(tok, tr, steps=100)
+    acc = M.vqa_accuracy(vqa, tok, tr)
+    assert acc["side"] > 0.75 and acc["colour"] > 0.5
+    answers, w = M.ask(vqa, tok[:4], M.QUESTIONS["colour"])
+    assert len(answers) == 4 and w.shape == (4, 8, 8) and torch.allclose(w.sum((1, 2)), torch.ones(4), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ the lab
+@pytest.mark.slow
+def test_student_version_of_lab20_runs_end_to_end(tmp_path):
+    """`labkit student build`'s version of lab 20 (every exercise `...`) runs to the end in strict mode: each later
+    cell uses the kit's own version until the learner writes theirs."""
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from labkit import grading
+
+    reports = grading.write_student_versions(tmp_path, None, [LAB20.name])
+    assert reports[0].solutions >= 3, reports[0]
+    student = tmp_path / LAB20.name
+    assert "### BEGIN SOLUTION" not in student.read_text()
+    nb = nbformat.read(str(student), as_version=4)
+    env = {"LABKIT_STRICT_EXERCISES": "1", "LABKIT_HOME": str(tmp_path / "home")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells for o in c.get("outputs", []))
+    assert "not answered yet" in text and "using the kit's own" in text
+    assert "zero-shot, 20 classes" in text and "VQA head" in text
