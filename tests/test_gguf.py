@@ -103,3 +103,17 @@ def test_generate_magic_takes_a_gguf(ip, out):
     path = export_gguf("tiny-chat", out / "magic.gguf", "q8_0").path
     res = ip.run_cell_magic("generate", f"--model gguf:{path} --temperature 0 --max-new-tokens 12", "Once upon a time")
     assert res.model == str(path) and 0 < res.n_new_tokens <= 12 and res.text
+
+
+def test_agent_on_a_gguf_makes_the_same_tool_calls(out):
+    """A zoo export keeps the zoo's chat and tool-call format (ZooGGUFChatModel), so the agent loop behaves as
+    with transformers: the same calculator call, copied digits and answer."""
+    from labkit.agent.chat_models import ZooGGUFChatModel, make_chat_model
+    from labkit.agent.loop import run
+
+    path = export_gguf("tiny-chat-v2", out / "agent.gguf", "f32").path
+    assert isinstance(make_chat_model(f"gguf:{path}"), ZooGGUFChatModel)
+    task = "What is 6021 times 3148?"
+    hf, gg = run(task, "tiny-chat-v2"), run(task, f"gguf:{path}")
+    assert [s.calls for s in gg.steps] == [s.calls for s in hf.steps] and gg.steps[0].calls
+    assert gg.answer == hf.answer and "18954108" in gg.answer

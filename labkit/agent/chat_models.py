@@ -547,6 +547,91 @@ class LlamaCppChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=msg)])
 
 
+class ZooGGUFChatModel(ZooFormatChatModel):
+    """A zoo model exported to GGUF (``labkit export gguf``) run by llama.cpp, speaking the zoo's own chat and
+    tool-call format (``<|call|>name(...)``) exactly as :class:`ZooChatModel` does over transformers: the same
+    prompt, greedy or sampled, ending at ``<|end|>``. llama-cpp-python's OpenAI-style tool handlers expect other
+    formats (chatml), which the zoo models were never trained on."""
+
+    path: str
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    seed: int = 0
+    _llm: Any = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp-zoo"
+
+    def _model_label(self, override: str | None = None) -> str:
+        return override or f"gguf:{self.path}"
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from .. import models
+
+            self._llm = models.resolve(f"gguf:{self.path}", kinds=("gguf",), use="a llama.cpp chat model").model
+        return self._llm
+
+    def _complete(self, prompt: str, dicts: list[dict]) -> tuple[str, dict]:
+        return self._run(prompt, dicts, _CallOptions(stop=list(self.stop or [])))
+
+    def _run(self, prompt: str, dicts: list[dict], opts: _CallOptions) -> tuple[str, dict]:
+        llm = self.llm
+        ids = llm.tokenize((prompt + opts.prefix).encode("utf-8"), add_bos=False, special=True)
+        limit = int(llm.n_ctx()) - self.max_new_tokens
+        if len(ids) > limit:  # keep the start (system) and the most recent turns, as ZooChatModel does
+            ids = ids[:1] + ids[-(limit - 1):]
+        def one(text):
+            t = llm.tokenize(text.encode(), add_bos=False, special=True)
+            return int(t[0]) if len(t) == 1 else None
+        ends = {i for i in (one(F.END), one(F.EOT), int(llm.token_eos())) if i is not None}
+        call_id = one(F.CALL)
+        logit_bias = {call_id: float("-inf")} if opts.no_calls and call_id is not None else None
+        if self.temperature > 0:
+            llm.set_seed(int(self.seed))
+        out: list[int] = []
+        raw = b""
+        for tid in llm.generate(ids, temp=float(self.temperature), top_k=1 if self.temperature == 0 else 0,
+                                top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True,
+                                logits_processor=_bias_processor(logit_bias)):
+            if int(tid) in ends:
+                break
+            out.append(int(tid))
+            raw += llm.detokenize([int(tid)], special=True)
+            text = raw.decode("utf-8", errors="ignore")
+            if len(out) >= self.max_new_tokens or (opts.stop and _cut_at_stop(text, opts.stop)[1]):
+                break
+        return opts.prefix + raw.decode("utf-8", errors="replace"), {"input": len(ids), "output": len(out)}
+
+
+def _bias_processor(bias: dict | None):
+    """A llama-cpp-python logits processor that forbids tokens (``tool_choice='none'``: no ``<|call|>``)."""
+    if not bias:
+        return None
+    from llama_cpp import LogitsProcessorList
+
+    def forbid(input_ids, scores):
+        for i, b in bias.items():
+            scores[i] += b
+        return scores
+
+    return LogitsProcessorList([forbid])
+
+
+def _is_zoo_gguf(path: str) -> bool:
+    """Was this GGUF exported from a zoo model (its chat template is the zoo's)?"""
+    try:
+        import gguf
+
+        r = gguf.GGUFReader(str(path))
+        field = r.fields.get("tokenizer.chat_template")
+        return field is not None and F.CALL in bytes(field.parts[-1]).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def load_gguf(path: str):
     """A ``llama_cpp.Llama`` for a GGUF file, with the function-calling chat format (through the model door,
     ``labkit.models``: one loader, its clear errors, and its cache)."""
@@ -572,6 +657,10 @@ def make_chat_model(spec, *, model_name: str | None = None, max_new_tokens: int 
                                  temperature=temperature)
     if what == "gguf":
         path = spec[5:] if spec.startswith("gguf:") else spec
+        if _is_zoo_gguf(path):  # a zoo export: the zoo's own chat and tool format, run by llama.cpp
+            model = ZooGGUFChatModel(path=path, temperature=temperature, max_new_tokens=max_new_tokens)
+            model.llm
+            return model
         model = LlamaCppChatModel(path=path, temperature=temperature)
         model.llm  # load now: a missing file or package fails here, before the run starts
         return model
