@@ -7,7 +7,8 @@
 - **Linear-time sequence mixers**: causal linear attention as a running sum (:func:`causal_linear_attention`), a
   chunked form of it (:func:`chunked_linear_attention`), and the selective state-space scan of Mamba
   (:func:`selective_scan`, :func:`ssm_inputs`).
-- **Sliding-window attention**: the mask (:func:`sliding_window_mask`).
+- **Sliding-window attention**: the mask (:func:`sliding_window_mask`) and a banded, block-by-block form
+  (:func:`banded_attention`).
 - **Cost vs sequence length** (:func:`cost_curve`): wall time and the bytes of the largest tensors each mixer
   holds at once, from the torch profiler.
 - **Long context** (:func:`kv_cache_bytes`): what a KV cache weighs at a given context length.
@@ -284,6 +285,23 @@ def softmax_attention(q, k, v, mask=None):
     if mask is None:
         mask = torch.ones(n, n, dtype=torch.bool).tril()
     return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
+def banded_attention(q, k, v, window: int):
+    """Sliding-window causal attention computed block by block: queries in blocks of ``window``, each against only
+    the keys it can see (its own block and the one before). Same result as :func:`softmax_attention` with
+    :func:`sliding_window_mask`, in O(n * window) time and memory instead of O(n^2)."""
+    n, d = q.shape
+    out = []
+    for s in range(0, n, window):
+        e = min(n, s + window)
+        lo = max(0, s - window + 1)
+        scores = (q[s:e] @ k[lo:e].T) / math.sqrt(d)
+        i = torch.arange(s, e)[:, None]
+        j = torch.arange(lo, e)[None, :]
+        keep = (j <= i) & (i - j < window)
+        out.append(scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v[lo:e])
+    return torch.cat(out)
 
 
 # ------------------------------------------------------------------------------------------------ cost vs length
