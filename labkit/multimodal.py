@@ -120,6 +120,13 @@ def all_combos(pairs=PAIRS, *, seed: int = 0) -> list[Scene]:
     return [Scene(c, s, n, side, rng.randrange(2**31)) for (c, s) in pairs for n in (1, 2, 3) for side in SIDES]
 
 
+def object_patches(scene: Scene) -> np.ndarray:
+    """(8, 8) bool: the patches that hold some pixel of a shape."""
+    ink = np.abs(render(scene).astype(int) - np.array(BACKGROUND)).sum(-1) > 90
+    side = SIZE // PATCH
+    return ink.reshape(side, PATCH, side, PATCH).any(axis=(1, 3))
+
+
 def images(scs: list[Scene]) -> torch.Tensor:
     """Rendered scenes as a float tensor (N, 3, 32, 32) in [0, 1]."""
     arr = np.stack([render(s) for s in scs]).astype(np.float32) / 255.0
@@ -158,7 +165,7 @@ def reference_contrastive_loss(img: torch.Tensor, txt: torch.Tensor, temperature
 
 
 def reference_recall_at_k(sim: np.ndarray | torch.Tensor, k: int) -> float:
-    """Share of rows whose own column (the diagonal) is among the ``k`` highest of the row."""
+    """Share of rows i whose own column i is among the ``k`` highest of the row (``sim`` is (N, M), M >= N)."""
     sim = torch.as_tensor(sim)
     own = sim.diagonal().unsqueeze(1)
     rank = (sim > own).sum(1)                  # how many others beat the right one
@@ -183,9 +190,13 @@ class ImageTower(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.proj = nn.Linear(d, out)
 
+    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 32, 32) -> (N, 64, d): the transformer's input, patch embedding + position, each token one patch only."""
+        return self.patch_embed(patchify(x)) + self.pos
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 32, 32) -> (N, 64, d): one token per patch, after the transformer."""
-        return self.norm(self.encoder(self.patch_embed(patchify(x)) + self.pos))
+        return self.norm(self.encoder(self.patch_tokens(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.tokens(x).mean(1)), dim=-1)
@@ -344,7 +355,7 @@ def vqa_data(scs: list[Scene], tokens: torch.Tensor):
 
 
 def train_vqa(tokens: torch.Tensor, scs: list[Scene], *, attend: Callable = reference_cross_attention,
-              steps: int = 250, batch: int = 256, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
+              steps: int = 200, batch: int = 256, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
     """Train a VQA head on frozen patch ``tokens`` (N, 64, d) of the scenes ``scs``."""
     torch.manual_seed(seed)
     idx, q, a, _ = vqa_data(scs, tokens)
