@@ -12,6 +12,7 @@
 - **Cost vs sequence length** (:func:`cost_curve`): wall time and the bytes of the largest tensors each mixer
   holds at once, from the torch profiler.
 - **Long context** (:func:`kv_cache_bytes`): what a KV cache weighs at a given context length.
+- **The lab's checks** (``check_*``): each exercise against an independent form, on inputs the learner did not see.
 
 The lab's learner writes the router, the balancing loss, the running-sum attention, the scan and the mask; the
 functions here are the kit's own versions, used until theirs exist.
@@ -23,6 +24,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -382,3 +384,111 @@ def kv_cache_bytes(context: int, layers: int, kv_heads: int, head_dim: int, byte
     last ``window`` of them with sliding-window attention)."""
     kept = context if window is None else min(context, window)
     return 2 * layers * kv_heads * head_dim * kept * bytes_per
+
+
+# ------------------------------------------------------------------------------------------------ the lab's checks
+# Each takes the learner's function, tries it on inputs the learner did not see, compares with an independent form
+# (torch's own softmax/topk and scaled_dot_product_attention, a NumPy count, the quadratic form of linear attention,
+# the closed form of the scan) and prints what differs. They return True or False (``labkit.exercises.check``).
+
+
+def check_router(fn) -> bool:
+    """Exercise 1: ``fn(logits, k)`` against torch.softmax and torch.topk; weights renormalised; differentiable."""
+    g = torch.Generator().manual_seed(7)
+    for T, E, k in ((5, 4, 1), (33, 8, 2), (17, 6, 3), (4, 5, 5)):
+        logits = torch.randn(T, E, generator=g) * 3
+        probs, weights, indices = fn(logits.clone(), k)
+        want_idx = torch.topk(logits, k, dim=-1).indices          # softmax keeps the order of the logits
+        p = torch.softmax(logits, -1)
+        if tuple(probs.shape) != (T, E) or tuple(weights.shape) != (T, k) or tuple(indices.shape) != (T, k):
+            print("shapes: probs", tuple(probs.shape), "weights", tuple(weights.shape), "indices", tuple(indices.shape)); return False
+        if not torch.allclose(probs, p, atol=1e-5) or not torch.allclose(probs.sum(-1), torch.ones(T), atol=1e-5):
+            print("probs should be the softmax of the logits (each row sums to 1)"); return False
+        if not torch.equal(indices, want_idx):
+            print(f"indices for k={k}: got {indices[:2].tolist()}, expected {want_idx[:2].tolist()} (most probable first)"); return False
+        chosen = p.gather(1, want_idx)
+        if not torch.allclose(weights, chosen / chosen.sum(-1, keepdim=True), atol=1e-5):
+            print("weights: the chosen experts' probabilities, renormalised to sum to 1 per token"); return False
+    x = torch.randn(6, 4, requires_grad=True)
+    return fn(x, 2)[1].requires_grad
+
+
+def check_balance_loss(fn) -> bool:
+    """Exercise 2: 1 at perfect balance, E when collapsed, a NumPy count of first choices on random routings, and a
+    gradient through ``probs``."""
+    E, T = 8, 64
+    even = fn(torch.full((T, E), 1 / E), torch.arange(T)[:, None] % E, E)
+    collapsed = fn(F.one_hot(torch.zeros(T, dtype=torch.long), E).float(), torch.zeros(T, 2, dtype=torch.long), E)
+    print(f"perfect balance: {float(even):.3f}; all tokens on one expert: {float(collapsed):.3f} (E = {E})")
+    if not (abs(float(even) - 1) < 1e-5 and abs(float(collapsed) - E) < 1e-4):
+        return False
+    rng = np.random.default_rng(5)
+    for E, T, k in ((4, 50, 1), (8, 200, 2), (6, 31, 3)):
+        p = rng.dirichlet(np.full(E, 0.3), size=T)           # peaked, as a trained router's are
+        idx = np.argsort(-p, axis=1)[:, :k]
+        counts = np.zeros(E)
+        for row in idx:
+            counts[row[0]] += 1                                # first choices only
+        want = E * float(np.dot(counts / T, p.mean(axis=0)))
+        probs = torch.tensor(p, dtype=torch.float32, requires_grad=True)
+        got = fn(probs, torch.tensor(idx), E)
+        if abs(float(got.detach()) - want) > 1e-4:
+            print(f"E={E}, k={k}: got {float(got.detach()):.5f}, expected {want:.5f}"); return False
+        if not got.requires_grad:
+            print("the loss must carry gradient through probs (it came back detached)"); return False
+        got.backward()
+        if probs.grad is None or not torch.isfinite(probs.grad).all() or probs.grad.abs().sum() == 0:
+            print("the loss must carry gradient through probs"); return False
+    return True
+
+
+def check_linear_attention(fn) -> bool:
+    """Exercise 3: the running sum against the O(n^2) masked form, normalised by row."""
+    g = torch.Generator().manual_seed(11)
+    for n, d, dv in ((1, 3, 2), (9, 4, 5), (40, 8, 8)):
+        q, k = feature_map(torch.randn(n, d, generator=g)), feature_map(torch.randn(n, d, generator=g))
+        v = torch.randn(n, dv, generator=g)
+        scores = (q @ k.T) * torch.ones(n, n).tril()          # causal: query t sees keys s <= t
+        want = (scores / scores.sum(-1, keepdim=True)) @ v
+        got = fn(q, k, v)
+        if tuple(got.shape) != (n, dv) or not torch.allclose(got, want, atol=1e-4):
+            print(f"n={n}: differs from the quadratic form by {(got - want).abs().max():.4f}" if got.shape == want.shape
+                  else f"shape {tuple(got.shape)}, expected {(n, dv)}"); return False
+    return True
+
+
+def check_scan(fn) -> bool:
+    """Exercise 4: the sequential scan against the closed form, all steps at once in double precision."""
+    for L, D, N, seed in ((1, 2, 3, 1), (12, 4, 5, 2), (30, 6, 8, 3)):
+        x, delta, A, B, C = ssm_inputs(L, D, N, seed=100 + seed)
+        xd, dd, Ad, Bd, Cd = (t.double() for t in (x, delta, A, B, C))
+        cum = torch.cumsum(dd, 0)                                   # [L, D]: sum of delta up to t
+        decay = torch.exp((cum[:, None, :, None] - cum[None, :, :, None]) * Ad)   # [t, s, D, N]
+        decay = decay * torch.ones(L, L, dtype=torch.float64).tril()[:, :, None, None]
+        drive = (dd * xd)[:, :, None] * Bd[:, None, :]               # [s, D, N]: delta_s B_s x_s
+        h = (decay * drive[None]).sum(1)                            # [t, D, N]
+        want = (h * Cd[:, None, :]).sum(-1).float()
+        got = fn(x, delta, A, B, C)
+        if tuple(got.shape) != (L, D) or not torch.allclose(got, want, atol=1e-4):
+            print(f"L={L}: differs from the closed form" + (f" by {(got - want).abs().max():.4f}" if got.shape == want.shape
+                  else f" (shape {tuple(got.shape)}, expected {(L, D)})")); return False
+    return True
+
+
+def check_window_mask(fn) -> bool:
+    """Exercise 5: torch's scaled_dot_product_attention with the mask against attention over each query's slice of
+    keys, and plain causal attention when the window covers the sequence."""
+    g = torch.Generator().manual_seed(3)
+    for n, w in ((1, 1), (10, 1), (12, 3), (16, 5), (9, 9), (7, 20)):
+        q, k, v = (torch.randn(1, n, 8, generator=g) for _ in range(3))
+        m = fn(n, w)
+        if m.dtype != torch.bool or tuple(m.shape) != (n, n):
+            print(f"the mask should be a bool tensor of shape {(n, n)}, got {m.dtype} {tuple(m.shape)}"); return False
+        got = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        want = torch.stack([F.softmax(q[0, i] @ k[0, max(0, i - w + 1): i + 1].T / math.sqrt(8), -1)
+                            @ v[0, max(0, i - w + 1): i + 1] for i in range(n)])
+        if not torch.allclose(got[0], want, atol=1e-5):
+            print(f"n={n}, window={w}: attention with your mask differs from attention over each query's window"); return False
+        if w >= n and not torch.allclose(got, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5):
+            print("a window at least as long as the sequence is plain causal attention"); return False
+    return True

@@ -120,6 +120,70 @@ def test_moe_and_dense_train_on_the_zoo_text(one_thread):
     assert moe.usage is not None and math.isclose(sum(moe.usage), 1.0, rel_tol=1e-5) and min(moe.usage) > 0.02
 
 
+# ------------------------------------------------------------------------------------------------ the lab's checks
+def _router_unnormalised(logits, k):
+    probs = logits.softmax(-1)
+    w, idx = probs.topk(k, dim=-1)
+    return probs, w, idx
+
+
+def _router_wrong_order(logits, k):
+    probs, w, idx = V.top_k_route(logits, k)
+    return probs, w.flip(-1), idx.flip(-1)
+
+
+def _balance_all_choices(probs, indices, n):
+    f = torch.bincount(indices.flatten(), minlength=n).float() / indices.numel()
+    return n * (f * probs.mean(0)).sum()
+
+
+def _balance_no_E(probs, indices, n):
+    return V.load_balance_loss(probs, indices, n) / n
+
+
+def _balance_detached(probs, indices, n):
+    return V.load_balance_loss(probs.detach(), indices, n)
+
+
+def _linear_attention_excludes_self(q, k, v):
+    S, z, out = torch.zeros(q.shape[1], v.shape[1]), torch.full((q.shape[1],), 1e-6), []
+    for t in range(q.shape[0]):
+        out.append(q[t] @ S / (q[t] @ z))
+        S, z = S + torch.outer(k[t], v[t]), z + k[t]
+    return torch.stack(out)
+
+
+def _linear_attention_unnormalised(q, k, v):
+    return (q @ k.T).tril() @ v
+
+
+def _scan_without_delta_in_decay(x, delta, A, B, C):
+    return V.selective_scan(x, torch.ones_like(delta), A, B, C) * 0 + V.selective_scan(x, delta, A * 0 - 1, B, C)
+
+
+def _scan_reads_old_state(x, delta, A, B, C):
+    h, ys = torch.zeros(x.shape[1], A.shape[1]), []
+    for t in range(x.shape[0]):
+        ys.append(h @ C[t])
+        h = torch.exp(delta[t, :, None] * A) * h + delta[t, :, None] * B[t] * x[t, :, None]
+    return torch.stack(ys)
+
+
+@pytest.mark.parametrize("check, right, wrongs", [
+    (V.check_router, V.top_k_route, [_router_unnormalised, _router_wrong_order]),
+    (V.check_balance_loss, V.load_balance_loss, [_balance_all_choices, _balance_no_E, _balance_detached]),
+    (V.check_linear_attention, V.causal_linear_attention, [_linear_attention_excludes_self, _linear_attention_unnormalised]),
+    (V.check_scan, V.selective_scan, [_scan_without_delta_in_decay, _scan_reads_old_state]),
+    (V.check_window_mask, V.sliding_window_mask, [lambda n, w: V.sliding_window_mask(n, w + 1),
+                                                  lambda n, w: (torch.arange(n)[:, None] - torch.arange(n)[None]).abs() < w,
+                                                  lambda n, w: V.sliding_window_mask(n, w).float()]),
+])
+def test_each_check_accepts_the_kit_and_rejects_mistakes(check, right, wrongs):
+    assert check(right)
+    for wrong in wrongs:
+        assert not check(wrong), wrong
+
+
 # ------------------------------------------------------------------------------------------------ the lab
 @pytest.mark.slow
 def test_student_version_of_lab15_runs_end_to_end(tmp_path):
