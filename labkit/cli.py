@@ -58,6 +58,7 @@ DELEGATED = {
     "student": ("labkit.grading", "write student versions of the labs (solutions removed): labkit student --help"),
     "rag": ("labkit.rag.cli", "build, query or evaluate a RAG index: labkit rag --help"),
     "agent": ("labkit.agent.cli", "run or evaluate agents: labkit agent --help"),
+    "serve": ("labkit.serve", "serve a model behind an OpenAI-compatible API on 127.0.0.1: labkit serve --help"),
 }
 
 
