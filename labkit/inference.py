@@ -199,13 +199,17 @@ def time_to_n_tokens(run, lengths) -> list[float]:
 
 
 def hf_cache_tensors(past) -> list[tuple]:
-    """[(keys, values)] per layer of a transformers cache (DynamicCache in transformers 5, tuples before)."""
+    """[(keys, values)] per layer of a transformers cache (DynamicCache in transformers 5, tuples before), or of the
+    cache inside a model's or ``generate``'s output (``.cache``; ``.past_key_values`` before transformers 5.x)."""
+    if isinstance(past, dict):  # a ModelOutput
+        past = past.get("cache", past.get("past_key_values"))
     if hasattr(past, "layers"):
         return [(l.keys, l.values) for l in past.layers]
     return [(k, v) for k, v in past]
 
 
 def cache_nbytes(past) -> int:
+    """Bytes held by a transformers cache (or the cache in a model's or ``generate``'s output)."""
     return sum(t.numel() * t.element_size() for kv in hf_cache_tensors(past) for t in kv)
 
 

@@ -39,7 +39,7 @@ def test_kv_cache_decoding_matches_transformers(zoo):
     ref = inf.hf_greedy(model, ids, 12)
     assert torch.equal(ours, ref.sequences)
     assert (logits - torch.stack([l[0] for l in ref.logits])).abs().max() < 1e-4
-    hf = inf.hf_cache_tensors(ref.past_key_values)
+    hf = inf.hf_cache_tensors(ref)
     assert len(cache) == ids.shape[1] + 11 and len(hf) == len(cache.keys)
     for (K, V), k, v in zip(hf, cache.keys, cache.values):
         assert torch.allclose(k, K[:, :, :len(cache)], atol=1e-5) and torch.allclose(v, V[:, :, :len(cache)], atol=1e-5)
