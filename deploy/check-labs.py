@@ -6,7 +6,8 @@
 Each lab is executed top to bottom in a fresh kernel (nbclient, strict exercises: a failing check fails the lab)
 while a sampler reads the kernel's resident memory (RSS) every 0.1 s, and beside it the kernel plus the unique
 memory (USS) of its child processes (the agent's sandbox), reported only: that figure still jumps from run to run
-in lab 19 (860-1650 MiB) for a reason not yet found. A lab fails when it errors or when the kernel's peak exceeds
+in lab 19 (860-1650 MiB) for a reason not yet found. A lab fails when it errors, when it leaves a process or a listening port behind (a server it did not stop), or
+when the kernel's peak exceeds
 the budget it declares with ``labkit.runtime.require_memory("950M", ...)``.
 The budgets carry a margin of about 200 MiB over a warm run's peak: the first run of the labs in a fresh clone and
 a fresh venv (what CI does) peaks 60-160 MiB higher than any later run on the same machine (seen 2026-12-03: lab 19
@@ -58,6 +59,7 @@ class PeakRSS(threading.Thread):
         super().__init__(daemon=True)
         self.client, self.every, self.peak, self.done = client, every, 0, threading.Event()
         self.peak_total = 0  # with the unique memory of child processes (reported, not held to the budget)
+        self.ports = None  # the ports the kernel listens on when first seen
 
     def _pid(self):
         km = getattr(self.client, "km", None)
@@ -81,6 +83,46 @@ class PeakRSS(threading.Thread):
             self.done.wait(self.every)
 
 
+def listening(pid) -> set[int]:
+    """TCP ports the process and its children listen on."""
+    import psutil
+
+    ports = set()
+    try:
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return ports
+    for p in procs:
+        try:
+            ports |= {c.laddr.port for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        except (psutil.Error, AttributeError):
+            pass
+    return ports
+
+
+def leftovers(pid, kernel_ports: set[int]) -> list[str]:
+    """What a lab left behind when its last cell finished: child processes of the kernel still running (a server,
+    a tracking store, a worker pool), and ports listening beyond the kernel's own (its ZMQ channels). Labs that
+    start real components must stop them (LABS.md)."""
+    import psutil
+
+    if not pid:
+        return []
+    out = []
+    try:
+        kids = [c for c in psutil.Process(pid).children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+    except psutil.Error:
+        kids = []
+    for c in kids:
+        try:
+            out.append(f"process {c.pid} ({' '.join(c.cmdline()[:4])[:80]})")
+        except psutil.Error:
+            pass
+    extra = listening(pid) - kernel_ports
+    out += [f"port {p} listening" for p in sorted(extra)]
+    return out
+
+
 def run_lab(path: Path) -> dict:
     import nbformat
     from nbclient import NotebookClient
@@ -89,10 +131,16 @@ def run_lab(path: Path) -> dict:
     nb = nbformat.read(str(path), as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     sampler = PeakRSS(client)
+
+    def kernel_ports(**_):  # nbclient calls this once the kernel is up, before the first cell
+        sampler.ports = listening(sampler._pid())
+
+    client.on_notebook_start = kernel_ports
     sampler.start()
     t0, error = time.perf_counter(), None
+    left: list[str] = []
     try:
-        client.execute()
+        client.execute(cleanup_kc=False)  # the kernel stays up until what the lab left behind is looked at
     except CellExecutionError as exc:
         error = f"{exc.ename}: {str(exc.evalue)[:300]}"
     except Exception as exc:  # noqa: BLE001 - a kernel that died (killed for memory) is a failed lab too
@@ -100,11 +148,21 @@ def run_lab(path: Path) -> dict:
     finally:
         sampler.done.set()
         sampler.join()
+        left = leftovers(sampler._pid(), sampler.ports or set())
+        try:
+            from jupyter_core.utils import run_sync
+
+            run_sync(client._async_cleanup_kernel)()
+        except Exception:  # noqa: BLE001
+            pass
     budget = budget_mib(nb)
     row = {"lab": path.name, "seconds": round(time.perf_counter() - t0, 1), "peak_mib": round(sampler.peak / 2**20),
            "peak_with_children_mib": round(sampler.peak_total / 2**20),
            "budget_mib": round(budget) if budget else None, "error": error}
-    if not error and budget is None:
+    row["left_running"] = left
+    if not error and left:
+        row["error"] = "left running at the end: " + "; ".join(left)
+    elif not error and budget is None:
         row["error"] = "declares no budget: add labkit.runtime.require_memory(...) near the top"
     elif not error and sampler.peak == 0:
         row["error"] = "the kernel's memory could not be read"
