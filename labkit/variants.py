@@ -353,19 +353,22 @@ def peak_bytes(fn, *args) -> int:
     return live.peak
 
 
-def _time(fn, *args, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
+def _time(fn, *args, repeat: int = 3, min_seconds: float = 0.03, max_repeat: int = 25) -> float:
+    """Best of at least ``repeat`` runs, and of more (up to ``max_repeat``) while they total under ``min_seconds``:
+    a fast function is timed many times, so one interruption on a busy machine does not decide its figure."""
+    best, total, runs = float("inf"), 0.0, 0
+    while runs < repeat or (total < min_seconds and runs < max_repeat):
         t = time.perf_counter()
         fn(*args)
-        best = min(best, time.perf_counter() - t)
+        dt = time.perf_counter() - t
+        best, total, runs = min(best, dt), total + dt, runs + 1
     return best
 
 
 @torch.no_grad()
 def cost_curve(mixers: dict, lengths=(256, 512, 1024, 2048, 4096), d: int = 32, seed: int = 0,
                memory: bool = True, repeat: int = 2) -> dict:
-    """Seconds (best of ``repeat``) and peak bytes of each mixer ``name -> fn(q, k, v)`` at each length. For the
+    """Seconds (best of at least ``repeat`` runs) and peak bytes of each mixer ``name -> fn(q, k, v)`` at each length. For the
     SSM entry, pass a function of (q, k, v) that builds its own scan inputs from them."""
     g = torch.Generator().manual_seed(seed)
     out = {"lengths": list(lengths), "seconds": {m: [] for m in mixers}, "bytes": {m: [] for m in mixers}}
