@@ -246,7 +246,7 @@ class TrainLog:
     seconds: float = 0.0
 
 
-def train_clip(loss_fn: Callable = reference_contrastive_loss, *, n_train: int = 3000, steps: int = 400,
+def train_clip(loss_fn: Callable = reference_contrastive_loss, *, n_train: int = 3000, steps: int = 300,
                batch: int = 64, lr: float = 3e-3, seed: int = 0, data: tuple | None = None,
                d: int = 48, image_layers: int = 1) -> tuple[CLIP, TrainLog]:
     """Train a CLIP on ``n_train`` scenes of the seen pairs with ``loss_fn(img_emb, txt_emb, temperature)``.
@@ -355,7 +355,7 @@ def vqa_data(scs: list[Scene], tokens: torch.Tensor):
 
 
 def train_vqa(tokens: torch.Tensor, scs: list[Scene], *, attend: Callable = reference_cross_attention,
-              steps: int = 200, batch: int = 256, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
+              steps: int = 150, batch: int = 192, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
     """Train a VQA head on frozen patch ``tokens`` (N, 64, d) of the scenes ``scs``."""
     torch.manual_seed(seed)
     idx, q, a, _ = vqa_data(scs, tokens)
