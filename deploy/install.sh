@@ -35,7 +35,7 @@ TORCH_ARGS=()
 # x86-64, not only on the CPU that built it. Installed on its own, not --quiet, so the build shows it is alive.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 if ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
-  echo "deploy/install.sh: llama-cpp-python: compiling llama.cpp once (about 8 minutes on 2 cores; cached afterwards)"
+  echo "deploy/install.sh: installing llama-cpp-python (the first time on a machine pip compiles llama.cpp: about 8 minutes on 2 cores; its cached wheel afterwards)"
   "$PY" -m pip install --progress-bar on "${CONS[@]}" "llama-cpp-python[server]" 2>&1 \
     | grep -v "^WARNING: Location" | grep --line-buffered -E "Building|Created wheel|Successfully|Using cached|ERROR|error" || true
   "$PY" -c 'import llama_cpp' || { echo "deploy/install.sh: llama-cpp-python did not install (needs cmake and a C++ compiler)" >&2; exit 1; }
