@@ -151,6 +151,24 @@ def perplexity(model, rows: torch.Tensor, batch: int = 16) -> float:
     return math.exp(total / count)
 
 
+def log_probs(model, rows: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Next-token log-probabilities at every position but the last: [rows, seq_len - 1, vocab]."""
+    with torch.no_grad():
+        return torch.cat([torch.log_softmax(model(rows[i:i + batch]).logits[:, :-1].float(), -1)
+                          for i in range(0, len(rows), batch)])
+
+
+def drift(ref_logp: torch.Tensor, model, rows: torch.Tensor) -> dict:
+    """How far ``model``'s predictions moved from the reference's (``log_probs`` of the float model) on ``rows``:
+    mean KL(reference || model) in nats per token, the share of positions whose top token is unchanged, and the
+    perplexity. Unlike perplexity, the KL and the agreement mean something even on text the model predicts badly."""
+    logp = log_probs(model, rows)
+    kl = float((ref_logp.exp() * (ref_logp - logp)).sum(-1).mean())
+    agree = float((ref_logp.argmax(-1) == logp.argmax(-1)).float().mean())
+    nll = -logp.gather(-1, rows[:, 1:, None]).mean()
+    return {"kl": kl, "agree": agree, "ppl": math.exp(float(nll))}
+
+
 def calibrate(model, rows: torch.Tensor) -> dict:
     """The inputs each decoder Linear sees on ``rows``: name -> [tokens, in_features]."""
     seen: dict = {}

@@ -198,3 +198,13 @@ def test_student_version_of_lab13_runs_end_to_end(tmp_path):
                      for c in nb.cells for o in c.get("outputs", []))
     assert "not answered yet" in text and "using the kit's own" in text
     assert "QAT beats PTQ: correct" in text and "q4_0 is" in text
+
+
+def test_drift_is_zero_for_the_same_model_and_grows_with_fewer_bits(toy):
+    m, tok, rows = toy
+    ref = Q.log_probs(m, rows, batch=5)
+    same = Q.drift(ref, m, rows)
+    assert same["kl"] == pytest.approx(0, abs=1e-6) and same["agree"] == 1.0
+    assert same["ppl"] == pytest.approx(Q.perplexity(m, rows), rel=1e-5)
+    d4, d2 = (Q.drift(ref, Q.quantized_copy(m, lambda n, w: Q.fake_quant(w, b, True, -1)), rows) for b in (4, 2))
+    assert 0 < d4["kl"] < d2["kl"] and d2["agree"] < 1.0
