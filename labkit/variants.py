@@ -353,7 +353,7 @@ def peak_bytes(fn, *args) -> int:
     return live.peak
 
 
-def _time(fn, *args, repeat: int = 3, min_seconds: float = 0.03, max_repeat: int = 25) -> float:
+def _time(fn, *args, repeat: int = 3, min_seconds: float = 0.1, max_repeat: int = 40) -> float:
     """Best of at least ``repeat`` runs, and of more (up to ``max_repeat``) while they total under ``min_seconds``:
     a fast function is timed many times, so one interruption on a busy machine does not decide its figure."""
     best, total, runs = float("inf"), 0.0, 0
