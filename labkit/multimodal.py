@@ -355,7 +355,7 @@ def vqa_data(scs: list[Scene], tokens: torch.Tensor):
 
 
 def train_vqa(tokens: torch.Tensor, scs: list[Scene], *, attend: Callable = reference_cross_attention,
-              steps: int = 150, batch: int = 192, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
+              steps: int = 250, batch: int = 192, lr: float = 3e-3, seed: int = 0) -> tuple[VQA, TrainLog]:
     """Train a VQA head on frozen patch ``tokens`` (N, 64, d) of the scenes ``scs``."""
     torch.manual_seed(seed)
     idx, q, a, _ = vqa_data(scs, tokens)
