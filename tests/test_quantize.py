@@ -102,6 +102,7 @@ def test_straight_through_estimator():
 def toy():
     from labkit.finetune import toy
 
+    torch.set_num_threads(1)  # a micro model: one thread is faster than two that wait for each other
     torch.manual_seed(0)
     m, tok = toy.model("micro", seed=0)
     rows = torch.randint(0, 64, (16, 32)) % 50 + 10  # a small repetitive language the model can learn fast
@@ -124,7 +125,9 @@ def test_quantized_copy_perplexity_and_calibration(toy):
     x = Q.calibrate(m, rows[:4])
     assert set(x) == set(names) and all(v.shape == (4 * 32, names[n].in_features) for n, v in x.items())
     for method in ("naive", "awq", "gptq"):
-        assert Q.perplexity(Q.quantize_model(m, method, 4, True, -1, calib=x), rows) < 2 * ref + 5
+        assert Q.perplexity(Q.quantize_model(m, method, 4, True, -1, calib=x), rows[:4]) < 2 * ref + 5
+    with pytest.raises(ValueError):
+        Q.quantize_model(m, "rtn", 4)
 
 
 def test_qat_trains_through_the_rounding(toy):
