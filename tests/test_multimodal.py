@@ -140,3 +140,44 @@ def test_student_version_of_lab20_runs_end_to_end(tmp_path):
                      for c in nb.cells for o in c.get("outputs", []))
     assert "not answered yet" in text and "using the kit's own" in text
     assert "zero-shot, 20 classes" in text and "VQA head" in text
+
+
+def _lab_checkers() -> dict:
+    """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
+    import nbformat
+
+    ns = {"torch": torch, "F": F, "np": np, "M": M}
+    for cell in nbformat.read(str(LAB20), as_version=4).cells:
+        src = cell.source
+        if cell.cell_type == "code" and "### END SOLUTION" in src:
+            body = src.split("### END SOLUTION", 1)[1]
+            exec(body[: body.index("\ncheck(")], ns)
+    return ns
+
+
+def test_the_lab_checkers_tell_right_from_wrong(capsys):
+    ns = _lab_checkers()
+    loss, recall, attend = ns["_is_the_contrastive_loss"], ns["_is_recall_at_k"], ns["_is_cross_attention"]
+    assert loss(M.reference_contrastive_loss) and recall(M.reference_recall_at_k) and attend(M.reference_cross_attention)
+
+    def one_way(i, t, temp):  # images -> texts only
+        return F.cross_entropy(i @ t.T / temp, torch.arange(len(i)))
+
+    def no_temperature(i, t, temp):
+        return M.reference_contrastive_loss(i, t, 1.0)
+
+    def summed(i, t, temp):
+        logits = i @ t.T / temp
+        return F.cross_entropy(logits, torch.arange(len(i)), reduction="sum")
+
+    def detached(i, t, temp):
+        return M.reference_contrastive_loss(i.detach(), t.detach(), temp)
+
+    for wrong in (one_way, no_temperature, summed, detached):
+        assert not loss(wrong), wrong.__name__
+    assert not recall(lambda s, k: M.reference_recall_at_k(s, k + 1))            # off by one
+    assert not recall(lambda s, k: M.reference_recall_at_k(s.T, k) if s.shape[0] == s.shape[1] else 0.0)
+    assert not attend(lambda q, k, v: (torch.softmax(q @ k.transpose(-1, -2), -1) @ v,
+                                       torch.softmax(q @ k.transpose(-1, -2), -1)))  # unscaled
+    assert not attend(lambda q, k, v: (torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, 1) @ v,
+                                       torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, 1)))  # wrong axis
