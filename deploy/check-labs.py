@@ -132,10 +132,26 @@ def run_lab(path: Path) -> dict:
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
     sampler = PeakRSS(client)
 
-    def kernel_ports(**_):  # nbclient calls this once the kernel is up, before the first cell
-        sampler.ports = listening(sampler._pid())
+    def kernel_ports(**_):
+        """The kernel's own ports: its connection file's, and what it listens on once up and after the first cell
+        (ipykernel may open one lazily; a first cell is the lab's require_memory, never a server)."""
+        ports = set(sampler.ports or ())
+        try:
+            info = client.km.get_connection_info()
+            ports |= {int(v) for k, v in info.items() if k.endswith("_port") and v}
+        except Exception:  # noqa: BLE001
+            pass
+        sampler.ports = ports | listening(sampler._pid())
+
+    seen = {"cells": 0}
+
+    def after_cell(**_):
+        seen["cells"] += 1
+        if seen["cells"] == 1:
+            kernel_ports()
 
     client.on_notebook_start = kernel_ports
+    client.on_cell_executed = after_cell
     sampler.start()
     t0, error = time.perf_counter(), None
     left: list[str] = []
