@@ -10,7 +10,7 @@ enough to train in seconds on two CPU cores, with fixed seeds.
   or with the teacher's soft labels, the same steps; measured on in-world held-out chats and on reading chats
   built apart.
 - **Two tasks** (``task_items``, ``task_batch``, ``task_accuracy``, ``finetune_task``): short fine-tunes of
-  tiny-base on copying words (A) and number increment (B); accuracy = every answer token is the model's argmax
+  tiny-base on naming the first of three words (A) and number increment (B); accuracy = every answer token is the model's argmax
   (= greedy decoding gives the exact answer).
 - **Merging** (``merge_models``, ``dare``, reference ``slerp_ref``/``ties_ref`` in ``labkit.finetune.merging``):
   tensor-wise merges of fine-tunes that share a base.
@@ -284,7 +284,7 @@ WORDS = ("red blue green cat dog fox sun moon star tree lake hill road ship rain
 
 
 def task_items(task: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """``(prompt, answer)`` pairs. ``"A"``: copy three words; ``"B"``: add one to a two-digit number.
+    """``(prompt, answer)`` pairs. ``"A"``: the first of three words; ``"B"``: add one to a two-digit number.
     ``seed`` 0 and 1 are used for training and held-out sets (B's held-out numbers end in 9 half the time:
     the carry)."""
     r = random.Random(f"{task}:{seed}")
@@ -292,7 +292,7 @@ def task_items(task: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
     for _ in range(n):
         if task == "A":
             w = r.sample(WORDS, 3)
-            out.append((f"copy: {' '.join(w)} =", " " + " ".join(w)))
+            out.append((f"first of: {' '.join(w)} =", " " + w[0]))
         elif task == "B":
             x = r.randint(10, 98)
             out.append((f"next: {x} =", f" {x + 1}"))
