@@ -83,7 +83,7 @@ def export_gguf(model="tiny-chat", out: str | os.PathLike | None = None, qtype: 
     qtype = str(qtype).lower()
     if qtype not in QTYPES:
         raise LabkitUsageError(f"--type {qtype!r}: choose one of {', '.join(QTYPES)}")
-    lm = models.load(model)
+    lm = models.resolve(model, use="GGUF export")
     if lm.kind != "causal-lm":
         raise LabkitUsageError(f"{lm.name!r} is a {lm.kind}: GGUF export takes a causal LM (tiny-base, tiny-chat, ...)")
     cfg = lm.model.config
@@ -216,7 +216,7 @@ def parity(model, gguf_path, text: str) -> Parity:
 
     from . import models
 
-    lm = models.load(model)
+    lm = models.resolve(model, use="GGUF export")
     llm = models.load(f"gguf:{gguf_path}", n_ctx=int(lm.model.config.max_position_embeddings),
                       logits_all=True).model
     hf_ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
