@@ -222,10 +222,11 @@ def kl_soft(student_logits, teacher_logits, T: float = 2.0):
 
 
 def distill(student, teacher, train, *, mode: str = "soft", loss_fn=None, T: float = 2.0, steps: int = 60,
-            batch: int = 8, lr: float = 1e-3, pad: int = 1, seed: int = 0):
+            batch: int = 8, lr: float = 1e-3, pad: int = 1, seed: int = 0, alpha: float = 0.5):
     """Train ``student`` for ``steps`` steps on ``train`` (token-id lists). ``mode="hard"``: cross-entropy on the
     next reply tokens; ``"soft"``: ``loss_fn(student_logits, teacher_logits, T)`` on the teacher's logits (real tokens
-    only). Same data order and steps for both. Returns the loss per step."""
+    only); ``"mix"``: ``alpha * soft + (1 - alpha) * hard`` (Hinton et al.'s recipe). Same data order and steps for
+    every mode. Returns the loss per step."""
     import torch
     import torch.nn.functional as F
 
@@ -240,12 +241,16 @@ def distill(student, teacher, train, *, mode: str = "soft", loss_fn=None, T: flo
         ids, mask = _pad_batch(seqs, pad)
         out = student(input_ids=ids, attention_mask=mask).logits[:, :-1]
         keep = _reply_keep(seqs, ids.shape[1])
+        if mode not in ("hard", "soft", "mix"):
+            raise ValueError(f"mode must be 'hard', 'soft' or 'mix', not {mode!r}")
+        hard = F.cross_entropy(out[keep], ids[:, 1:][keep]) if mode != "soft" else 0.0
         if mode == "hard":
-            loss = F.cross_entropy(out[keep], ids[:, 1:][keep])
+            loss = hard
         else:
             with torch.no_grad():
                 tl = teacher(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            loss = loss_fn(out[keep], tl[keep], T)
+            soft = loss_fn(out[keep], tl[keep], T)
+            loss = soft if mode == "soft" else alpha * soft + (1 - alpha) * hard
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

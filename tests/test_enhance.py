@@ -169,3 +169,19 @@ def test_student_version_of_lab16_runs_end_to_end(tmp_path):
                      for c in nb.cells for o in c.get("outputs", []))
     assert "not answered yet" in text and "using the kit's own" in text
     assert "plain fine-tuning on B takes task A" in text
+
+
+def test_distill_modes_share_data_and_mix_interpolates():
+    import torch
+
+    teacher = E.passkey_model(32, seed=1, hidden=32, layers=2)
+    seqs = [[E.ASSISTANT] + s for s in E.passkey_batch(16, 12, seed=4)[0].tolist()]
+    first = {}
+    for mode, alpha in (("hard", 0.5), ("soft", 0.5), ("mix", 0.0), ("mix", 1.0), ("mix", 0.25)):
+        student = E.passkey_model(32, seed=5, hidden=32, layers=1)
+        first[mode, alpha] = E.distill(student, teacher, seqs, mode=mode, alpha=alpha, steps=1, batch=4, pad=E.PAD)[0]
+    assert first["mix", 0.0] == pytest.approx(first["hard", 0.5], rel=1e-5)
+    assert first["mix", 1.0] == pytest.approx(first["soft", 0.5], rel=1e-5)
+    assert first["mix", 0.25] == pytest.approx(0.25 * first["soft", 0.5] + 0.75 * first["hard", 0.5], rel=1e-4)
+    with pytest.raises(ValueError):
+        E.distill(student, teacher, seqs, mode="other", steps=1, batch=2, pad=E.PAD)
