@@ -82,7 +82,7 @@ def export_gguf(model="tiny-chat", out: str | os.PathLike | None = None, qtype: 
 
     qtype = str(qtype).lower()
     if qtype not in QTYPES:
-        raise LabkitUsageError(f"--type {qtype!r}: choose one of {', '.join(QTYPES)}")
+        raise LabkitUsageError(f"`qtype` {qtype!r}: choose one of {', '.join(QTYPES)}")
     lm = models.resolve(model, use="GGUF export")
     if lm.kind != "causal-lm":
         raise LabkitUsageError(f"{lm.name!r} is a {lm.kind}: GGUF export takes a causal LM (tiny-base, tiny-chat, ...)")

@@ -299,7 +299,7 @@ def server_command(model: str, port: int, *, llama_server: bool = False, rate: f
     if llama_server:
         path = model[5:] if model.startswith("gguf:") else model
         if not Path(path).is_file():
-            raise LabkitUsageError(f"--llama-server needs a GGUF file; no file at {path!r}")
+            raise LabkitUsageError(f"`llama_server` needs a GGUF file; no file at {path!r}")
         from .models import _gguf_context
 
         n_ctx = _gguf_context(Path(path))
