@@ -90,7 +90,7 @@ def export_gguf(model="tiny-chat", out: str | os.PathLike | None = None, qtype: 
     if getattr(cfg, "model_type", "") != "llama":
         raise LabkitUsageError(f"GGUF export knows the Llama architecture; {lm.name!r} is {cfg.model_type!r}")
     if lm.path is None or not (Path(lm.path) / "tokenizer.json").is_file():
-        raise LabkitUsageError(f"{lm.name!r} has no saved folder with tokenizer.json: save it first (%%finetune --out)")
+        raise LabkitUsageError(f"{lm.name!r} has no saved folder with tokenizer.json: save it first (`%%finetune --out NAME`)")
     folder = Path(lm.path)
     out = Path(out) if out is not None else Path(f"{Path(str(lm.name)).name}-{qtype}.gguf")
     out.parent.mkdir(parents=True, exist_ok=True)
