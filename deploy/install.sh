@@ -35,6 +35,17 @@ TORCH_ARGS=()
 # x86-64, not only on the CPU that built it. Installed on its own, not --quiet, so the build shows it is alive.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 if ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
+  if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then  # the classroom image (Debian/Ubuntu, root)
+      echo "deploy/install.sh: installing a C++ compiler and cmake to build llama.cpp"
+      apt-get update -qq && apt-get install -y -qq --no-install-recommends build-essential cmake >/dev/null \
+        && rm -rf /var/lib/apt/lists/*
+    else
+      echo "deploy/install.sh: llama-cpp-python compiles llama.cpp and needs cmake and a C++ compiler (g++);" \
+           "install them (Debian/Ubuntu: apt-get install build-essential cmake) and run this again" >&2
+      exit 1
+    fi
+  fi
   echo "deploy/install.sh: installing llama-cpp-python (the first time on a machine pip compiles llama.cpp: about 8 minutes on 2 cores; its cached wheel afterwards)"
   "$PY" -m pip install --progress-bar on "${CONS[@]}" "llama-cpp-python[server]" 2>&1 \
     | grep -v "^WARNING: Location" | grep --line-buffered -E "Building|Created wheel|Successfully|Using cached|ERROR|error" || true
