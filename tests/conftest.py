@@ -188,3 +188,36 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+@pytest.fixture
+def run_student_version(tmp_path):
+    """``run(lab_name) -> (report, outputs_text)``: `labkit student build`'s version of a lab (every exercise
+    ``...``), executed to the end in strict mode with a fresh LABKIT_HOME; the joined text of its outputs."""
+    def run(lab_name: str):
+        import nbformat
+        from nbclient import NotebookClient
+
+        from labkit import grading
+
+        report = grading.write_student_versions(tmp_path, None, [lab_name])[0]
+        student = tmp_path / lab_name
+        assert "### BEGIN SOLUTION" not in student.read_text()
+        nb = nbformat.read(str(student), as_version=4)
+        env = {"LABKIT_STRICT_EXERCISES": "1", "LABKIT_HOME": str(tmp_path / "home")}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            NotebookClient(nb, timeout=600, kernel_name="python3",
+                           resources={"metadata": {"path": str(tmp_path)}}).execute()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
+                         for c in nb.cells for o in c.get("outputs", []))
+        return report, text
+
+    return run

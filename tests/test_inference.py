@@ -152,33 +152,10 @@ def test_kv_memory_arithmetic():
 
 
 @pytest.mark.slow
-def test_student_version_of_lab14_runs_end_to_end(tmp_path):
+def test_student_version_of_lab14_runs_end_to_end(run_student_version):
     """`labkit student build`'s version of lab 14 (every exercise `...`) runs to the end in strict mode on the kit's
     own versions."""
-    import os
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    from labkit import grading
-
-    reports = grading.write_student_versions(tmp_path, None, [LAB14.name])
-    assert reports[0].solutions >= 3, reports[0]
-    student = tmp_path / LAB14.name
-    assert "### BEGIN SOLUTION" not in student.read_text()
-    nb = nbformat.read(str(student), as_version=4)
-    env = {"LABKIT_STRICT_EXERCISES": "1", "LABKIT_HOME": str(tmp_path / "home")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    text = "\n".join(o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
-                     for c in nb.cells for o in c.get("outputs", []))
+    report, text = run_student_version(LAB14.name)
+    assert report.solutions >= 3, report
     assert "not answered yet" in text and "using the kit's own" in text
     assert "the cache is" in text and "paged, blocks of" in text
