@@ -191,45 +191,42 @@ def test_a_click_opens_the_lab_copied_into_the_learners_folder(lab, learner_serv
                    return k && k.status === 'idle'; }""", timeout=120_000)
 
 
-RUN_AND_WATCH = """async ([source, sel, want]) => {
+# Starts the cell and records, in window.__lkRun, when its execution count arrives (the kernel's reply: [*] turns
+# to [n]) and when the kernel goes idle. The waiting is Playwright's own (wait_for_function with a timeout, polling
+# on a timer): a promise awaited inside page.evaluate has no timeout, and a requestAnimationFrame loop stops in a
+# page the browser considers hidden, so a run that never finishes would hang the suite rather than fail it.
+START_RUN = """(source) => {
   const app = window.jupyterapp;
   const panel = app.shell.currentWidget;
   const nb = panel.content;
   const index = nb.model.cells.length;
   nb.model.sharedModel.insertCell(index, {cell_type: 'code', source});
   nb.activeCellIndex = index;
-  const cell = nb.widgets[index];
-  // the cell has finished when its execution count arrives with the kernel's reply ([*] turns to [n])
-  let finished = null, idle = null, busy = false;
-  cell.model.stateChanged.connect((_, change) => {
-    if (change.name === 'executionCount' && change.newValue && finished === null) finished = performance.now();
+  const run = window.__lkRun = {index, started: performance.now(), finished: null, idle: null, busy: false};
+  nb.widgets[index].model.stateChanged.connect((_, change) => {
+    if (change.name === 'executionCount' && change.newValue && run.finished === null) run.finished = performance.now();
   });
   const kernel = panel.sessionContext.session.kernel;
-  const onStatus = (_, status) => {
-    if (status === 'busy') busy = true;
-    if (status === 'idle' && busy && idle === null) idle = performance.now();
-  };
-  kernel.statusChanged.connect(onStatus);
-  const started = performance.now();
-  void app.commands.execute('notebook:run-cell');
-  return await new Promise(resolve => {
-    const tick = () => {
-      const row = document.querySelector(sel);
-      const now = performance.now();
-      if (finished !== null && row && row.dataset.status === want) {
-        kernel.statusChanged.disconnect(onStatus);
-        resolve({ok: true, ran_ms: finished - started, latency_ms: now - finished,
-                 idle_ms: idle === null ? null : idle - finished, row: {...row.dataset},
-                 output: cell.node.querySelector('.jp-OutputArea').innerText});
-      } else if (now - started > 60000) {
-        resolve({ok: false, finished: finished !== null, row: row ? {...row.dataset} : null,
-                 output: cell.node.querySelector('.jp-OutputArea') ? cell.node.querySelector('.jp-OutputArea').innerText : ''});
-      } else {
-        requestAnimationFrame(tick);
-      }
-    };
-    tick();
+  kernel.statusChanged.connect((_, status) => {
+    if (status === 'busy') run.busy = true;
+    if (status === 'idle' && run.busy && run.idle === null) run.idle = performance.now();
   });
+  void app.commands.execute('notebook:run-cell');
+}"""
+
+RUN_STATE = """([sel, want, done]) => {
+  const run = window.__lkRun;
+  const row = document.querySelector(sel);
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[run.index];
+  const area = cell.node.querySelector('.jp-OutputArea');
+  const ok = run.finished !== null && !!row && row.dataset.status === want;
+  if (done && !ok) return {ok: false, finished: run.finished !== null, row: row ? {...row.dataset} : null,
+                           output: area ? area.innerText : ''};
+  if (!ok) return false;
+  if (run.seen === undefined) run.seen = performance.now();
+  return {ok: true, ran_ms: run.finished - run.started, latency_ms: run.seen - run.finished,
+          idle_ms: run.idle === null ? null : run.idle - run.finished, row: {...row.dataset},
+          output: area ? area.innerText : ''};
 }"""
 
 
@@ -239,9 +236,16 @@ def _check_source(names: list[str]) -> str:
 
 
 def _run_and_watch(page, names: list[str], want: str) -> dict:
-    result = page.evaluate(RUN_AND_WATCH, [_check_source(names), _row(LAB), want])
-    assert result["ok"], f"the chapter did not turn {want!r}: {result}"
-    return result
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.evaluate(START_RUN, _check_source(names))
+    try:
+        # polled every 50 ms: latency_ms (cell finished -> panel shows the status) is measured to within that
+        return page.wait_for_function(RUN_STATE, arg=[_row(LAB), want, False], polling=50,
+                                      timeout=90_000).json_value()
+    except PlaywrightTimeout:
+        result = page.evaluate(RUN_STATE, [_row(LAB), want, True])
+        raise AssertionError(f"the chapter did not turn {want!r} within 90 s: {result}") from None
 
 
 def test_a_check_turns_the_chapter_in_progress_then_done_without_a_reload(lab, learner_server):
