@@ -15,7 +15,9 @@ A student version replaces every solution region by ``NAME = ...  # YOUR ANSWER 
 assigned (read with ``ast``, so tuple unpacking, augmented and annotated assignments, ``def``/``class``/``import``
 and assignments inside ``with``/``if``/``for`` blocks count) and that the notebook reads afterwards (so the helper
 variables of a worked solution do not become blanks), removes the hidden-test regions, and clears outputs and
-execution counts. ``check`` treats ``...`` as "not answered yet", so "Run all" on a student version runs to the end
+execution counts. Where the solution is a ``def`` or ``class``, the blank comes with its header (signature,
+decorators) and docstring, commented out, above ``NAME = ...``: the learner uncomments it and writes the body.
+``check`` treats ``...`` as "not answered yet", so "Run all" on a student version runs to the end
 without an error, provided no later cell *uses* an answer outside ``check`` (``labkit student check`` finds those).
 
 Commands::
@@ -190,7 +192,9 @@ def student_source(source: str, where: str = "cell", markdown: bool = False,
                 f"({exc.msg}, region line {exc.lineno}); put complete assignments such as `answer = ...` "
                 f"between the markers") from None
         if names:
-            out.extend(f"{indent}{n} = ...  {ANSWER_HERE}\n" for n in names)
+            for n in names:
+                out.extend(f"{indent}{line}\n" for line in _signature_stub(body, n))
+                out.append(f"{indent}{n} = ...  {ANSWER_HERE}\n")
             info["answers"].extend(names)
         else:
             info["warnings"].append(f"{where}, line {start + 1}: the solution region assigns no name, so the "
@@ -201,6 +205,32 @@ def student_source(source: str, where: str = "cell", markdown: bool = False,
     if not source.endswith("\n") and text.endswith("\n"):
         text = text[:-1]
     return text, info
+
+
+def _signature_stub(body: str, name: str) -> list[str]:
+    """When the solution defines ``name`` with ``def`` or ``class``: its header (decorators, signature) and docstring,
+    commented out, for the learner to uncomment and fill in; otherwise nothing. The blank itself stays
+    ``NAME = ...`` so that "Run all" still treats it as unanswered rather than calling an empty function."""
+    src = textwrap.dedent(body)
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    node = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                 and n.name == name), None)
+    if node is None:
+        return []
+    lines = src.splitlines()
+    first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    head = node.body[0]
+    has_doc = (isinstance(head, ast.Expr) and isinstance(head.value, ast.Constant)
+               and isinstance(head.value.value, str))
+    last = head.end_lineno if has_doc else head.lineno - 1
+    body_indent = " " * head.col_offset
+    kept = [ln for ln in lines[first:last] if not ln.strip().startswith("#")]
+    what = "def" if not isinstance(node, ast.ClassDef) else "class"
+    return ([f"# Write `{name}` here: uncomment the {what} below, fill in its body, and delete the `{name} = ...` line."]
+            + [f"# {ln}".rstrip() for ln in kept] + [f"# {body_indent}..."])
 
 
 def _read(path: Path):

@@ -66,6 +66,21 @@ def test_student_source_replaces_and_removes():
     assert info["solutions"] == 1 and info["hidden"] == 1 and info["answers"] == ["answer"]
 
 
+def test_a_function_blank_keeps_its_signature_and_docstring_and_not_its_body():
+    src = ('### BEGIN SOLUTION\n@decorated\ndef loss(a, b: int = 2) -> float:\n    """The loss.\n\n    Shapes."""\n'
+           '    secret = a * b\n    return secret\n### END SOLUTION\ncheck("e", loss, expected=lambda f: f(1) == 2)\n')
+    out, info = grading.student_source(src)
+    assert "secret" not in out and info["answers"] == ["loss"]
+    assert "# @decorated\n# def loss(a, b: int = 2) -> float:\n#     \"\"\"The loss.\n#\n#     Shapes.\"\"\"\n#     ...\n" in out
+    assert out.endswith('loss = ...  # YOUR ANSWER HERE\ncheck("e", loss, expected=lambda f: f(1) == 2)\n')
+    compile(out, "student", "exec")  # still Python, and the blank is still `...` (check: "not answered yet")
+    # no docstring: the header alone; an indented region keeps its indentation
+    out, _ = grading.student_source("if True:\n    ### BEGIN SOLUTION\n    def g(x):\n        return x\n"
+                                    "    ### END SOLUTION\n    pass\n")
+    assert "    # def g(x):\n    #     ...\n    g = ...  # YOUR ANSWER HERE\n" in out and "return x" not in out
+    compile(out, "student", "exec")
+
+
 @pytest.mark.parametrize("src,needle", [
     ("### BEGIN SOLUTION\nx = 1\n", "never closed"),
     ("x = 1\n### END SOLUTION\n", "without a matching"),
