@@ -178,11 +178,12 @@ class GenerateResult(Viewable):
     steps: list[Step] | None = None
     lens: list[list[LensRow]] | None = None  # per step: one row per layer
     kv: KVTiming | None = None
+    n_tokens: int | None = None  # new tokens as counted by a server (``openai:`` models: no token ids here)
     _regenerate: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_new_tokens(self) -> int:
-        return len(self.token_ids)
+        return self.n_tokens if self.n_tokens is not None else len(self.token_ids)
 
     @property
     def tokens_per_s(self) -> float:
@@ -294,6 +295,13 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
     if step and settings.beams > 1:
         raise LabkitUsageError("`step` shows one sequence token by token; it does not combine with `beams`. "
                                "Drop `beams`, or drop `step` to see the beam-search result")
+    if _is_openai(model):
+        if step or kv_timing or settings.beams > 1 or settings.top_k:
+            raise LabkitUsageError("an openai: model runs on a server that labkit reaches over HTTP, for plain "
+                                   "sampling only: `step`, `beams`, `top_k` and `kv_timing` need a transformers "
+                                   "model (drop them, or give a zoo name)")
+        return _generate_openai(prompt, model, settings, chat=chat, on_text=on_text, on_progress=on_progress,
+                                notes=[bad_prompt] if bad_prompt else [])
     if _is_gguf(model):
         if step or kv_timing or settings.beams > 1:
             raise LabkitUsageError("a GGUF model runs in llama.cpp, which labkit drives for plain sampling only: "
@@ -365,6 +373,78 @@ def generate(prompt: str, model: Any = DEFAULT_MODEL, *, max_new_tokens: int = 4
                               top_k=settings.top_k, top_p=settings.top_p, beams=settings.beams, seed=settings.seed,
                               step=step, lens=want_lens, chat=chat), **changes})
     report(Progress("token", done=len(new_ids), total=settings.max_new_tokens, state="done", item=text))
+    return result
+
+
+def _is_openai(model) -> bool:
+    if isinstance(model, str):
+        return model.strip().startswith("openai:")
+    return getattr(model, "kind", None) == "openai"
+
+
+def _generate_openai(prompt: str, model, settings: Settings, *, chat: bool, on_text, on_progress,
+                     notes: list[str]) -> GenerateResult:
+    """The same sampling settings sent to an OpenAI-compatible server (``openai:<base-url>``) with the official
+    ``openai`` client, streamed: ``/v1/completions`` continues the raw prompt, ``chat=True`` sends it as a user
+    turn to ``/v1/chat/completions`` (the server applies its own chat template). Nothing is loaded here."""
+    from . import models
+    from .agent.chat_models import _probe_openai
+
+    lm = models.resolve(model, kinds=("openai",), use="generating text")
+    url = lm.load_kwargs["base_url"]
+    if not url.startswith(("http://", "https://")):
+        raise LabkitUsageError(f"model: openai:<base-url> needs an http(s) URL such as openai:http://127.0.0.1:8000/v1, "
+                               f"not {url!r}")
+    import os
+
+    from openai import OpenAI, OpenAIError
+
+    key = os.environ.get("OPENAI_API_KEY") or "not-needed"
+    served = _probe_openai(url, key, 3.0)
+    name = served[0] if served else "default"
+    client = OpenAI(base_url=url, api_key=key, max_retries=0, timeout=120)
+    kw: dict[str, Any] = dict(model=name, max_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                              stream=True)
+    if settings.top_p is not None:
+        kw["top_p"] = settings.top_p
+    if settings.seed is not None:
+        kw["seed"] = settings.seed
+    report = Reporter(on_progress)
+    pieces: list[str] = []
+    finish, usage = None, None
+    t0 = time.perf_counter()
+    try:
+        if chat:
+            stream = client.chat.completions.create(messages=[{"role": "user", "content": prompt}], **kw)
+        else:
+            stream = client.completions.create(prompt=prompt, **kw)
+        for chunk in stream:
+            usage = getattr(chunk, "usage", None) or usage
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            text = (choice.delta.content if chat else choice.text) or ""
+            finish = choice.finish_reason or finish
+            if text:
+                pieces.append(text)
+                if on_text is not None:
+                    on_text(text)
+                report(Progress("token", done=len(pieces), total=settings.max_new_tokens, item=text))
+    except OpenAIError as exc:
+        raise LabkitError(f"the server at {url} failed: {exc}") from None
+    seconds = time.perf_counter() - t0
+    text = "".join(pieces)
+    n_new = getattr(usage, "completion_tokens", None) or len(pieces)
+    n_prompt = getattr(usage, "prompt_tokens", None) or 0
+    if usage is None:
+        notes.append("the server sent no token counts: each streamed chunk is counted as one token")
+    result = GenerateResult(model=f"openai:{url} ({name})", prompt=prompt, text=text, token_ids=[], tokens=pieces,
+                            n_prompt_tokens=n_prompt, settings=settings, seconds=seconds,
+                            stop="eos" if finish == "stop" else "length", notes=notes, n_tokens=n_new)
+    result._regenerate = lambda **changes: generate(
+        prompt, model, **{**dict(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                                 top_p=settings.top_p, seed=settings.seed, chat=chat), **changes})
+    report(Progress("token", done=n_new, total=settings.max_new_tokens, state="done", item=text))
     return result
 
 

@@ -61,6 +61,18 @@ class TokenBucket:
             return max(0.0, (1 - self.tokens) / self.rate)
 
 
+def bucket_decisions(times, rate: float, burst: int | None = None) -> list[bool]:
+    """Which of the requests arriving at ``times`` (seconds, in order) a :class:`TokenBucket` lets through: the
+    server's own limiter, driven by a clock that reads the arrival times."""
+    now = [times[0] if len(times) else 0.0]
+    bucket = TokenBucket(rate, burst, clock=lambda: now[0])
+    out = []
+    for t in times:
+        now[0] = t
+        out.append(bucket.take())
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -225,25 +237,68 @@ def build_app(model: str = "tiny-chat", *, rate: float | None = None, burst: int
             n = int(body.get("max_tokens") or 16)
             if not 1 <= n <= 512:
                 raise ValueError("max_tokens: an integer from 1 to 512")
-            def run():
-                with lock:
-                    return generate(prompt, model, max_new_tokens=n, temperature=float(body.get("temperature", 0.0)),
-                                    top_p=body.get("top_p"), seed=body.get("seed", 0))
-
-            out = await run_in_threadpool(run)
+            kw = dict(max_new_tokens=n, temperature=float(body.get("temperature", 0.0)), top_p=body.get("top_p"),
+                      seed=body.get("seed", 0))
         except (KeyError, TypeError, ValueError) as exc:
             return err(400, f"bad request: {exc}", ep)
+        rid, created = "cmpl-" + uuid.uuid4().hex[:12], int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": created, "model": model}
+
+        def finished(out) -> tuple[str, dict]:
+            m_tokens.labels("prompt").inc(out.n_prompt_tokens)
+            m_tokens.labels("completion").inc(out.n_new_tokens)
+            m_requests.labels(ep, "200").inc()
+            m_latency.labels(ep).observe(time.perf_counter() - t0)
+            return ("stop" if out.stop == "eos" else "length",
+                    {"prompt_tokens": out.n_prompt_tokens, "completion_tokens": out.n_new_tokens,
+                     "total_tokens": out.n_prompt_tokens + out.n_new_tokens})
+
+        if body.get("stream"):
+            import queue
+
+            chunks: queue.Queue = queue.Queue()
+
+            def produce():  # generation in a worker thread; its text goes out as it arrives
+                try:
+                    with lock:
+                        chunks.put(("done", generate(prompt, model, **kw, on_text=lambda t: chunks.put(("text", t)))))
+                except Exception as exc:  # noqa: BLE001 - reported to the client in the stream
+                    chunks.put(("error", exc))
+
+            def events():
+                threading.Thread(target=produce, daemon=True).start()
+                first = True
+                while True:
+                    kind, value = chunks.get()
+                    if kind == "text":
+                        if first:
+                            m_ttft.observe(time.perf_counter() - t0)
+                            first = False
+                        yield "data: " + json.dumps({**head, "choices": [
+                            {"index": 0, "text": value, "finish_reason": None}]}) + "\n\n"
+                    elif kind == "error":
+                        m_requests.labels(ep, "500").inc()
+                        yield "data: " + json.dumps({"error": {"message": str(value), "type": "server_error"}}) + "\n\n"
+                        break
+                    else:
+                        finish, use = finished(value)
+                        yield "data: " + json.dumps({**head, "usage": use, "choices": [
+                            {"index": 0, "text": "", "finish_reason": finish}]}) + "\n\n"
+                        break
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        def run():
+            with lock:
+                return generate(prompt, model, **kw)
+
+        try:
+            out = await run_in_threadpool(run)
         except LabkitError as exc:
             return err(400, str(exc), ep)
-        m_tokens.labels("prompt").inc(out.n_prompt_tokens)
-        m_tokens.labels("completion").inc(out.n_new_tokens)
-        m_requests.labels(ep, "200").inc()
-        m_latency.labels(ep).observe(time.perf_counter() - t0)
-        return {"id": "cmpl-" + uuid.uuid4().hex[:12], "object": "text_completion", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "text": out.text, "finish_reason":
-                                             "stop" if out.stop == "eos" else "length"}],
-                "usage": {"prompt_tokens": out.n_prompt_tokens, "completion_tokens": out.n_new_tokens,
-                          "total_tokens": out.n_prompt_tokens + out.n_new_tokens}}
+        finish, use = finished(out)
+        return {**head, "choices": [{"index": 0, "text": out.text, "finish_reason": finish}], "usage": use}
 
     return app
 
@@ -260,6 +315,31 @@ class Server:
     kind: str = "labkit"
     started_s: float = 0.0
     _stopped: bool = field(default=False, repr=False)
+    _t0: float = field(default=0.0, repr=False)
+    _timeout: float = field(default=90.0, repr=False)
+
+    def wait(self, timeout: float | None = None) -> "Server":
+        """Block until the server answers ``/v1/models`` (``started_s``: seconds from its start); raise if its
+        process exited first or nothing answers within ``timeout`` seconds of the start."""
+        import urllib.request
+
+        if self.started_s:
+            return self
+        limit = self._timeout if timeout is None else timeout
+        while time.perf_counter() - self._t0 < limit:
+            if self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise LabkitError(f"the server for {self.model!r} exited (code {self.process.returncode}) before it "
+                                  f"answered:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        self.started_s = time.perf_counter() - self._t0
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise LabkitError(f"the server for {self.model!r} did not answer within {limit:.0f} s (log: {self.log})")
 
     @property
     def url(self) -> str:
@@ -313,10 +393,11 @@ def server_command(model: str, port: int, *, llama_server: bool = False, rate: f
 
 def start(model: str = "tiny-chat", port: int | None = None, *, llama_server: bool = False,
           rate: float | None = None, burst: int | None = None, max_tokens: int = 64,
-          timeout: float = 90.0) -> Server:
-    """Start a server for ``model`` in a subprocess on 127.0.0.1 and wait until it answers ``/v1/models``."""
-    import urllib.request
+          timeout: float = 90.0, wait: bool = True) -> Server:
+    """Start a server for ``model`` in a subprocess on 127.0.0.1 and wait until it answers ``/v1/models``.
 
+    ``wait=False`` returns at once: the server loads in its own process while the caller does something else;
+    ``server.wait()`` then blocks until it answers (and raises if it exited)."""
     port = port or _free_port()
     cmd = server_command(model, port, llama_server=llama_server, rate=rate, burst=burst, max_tokens=max_tokens)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"labkit-serve-{port}.log"
@@ -324,20 +405,108 @@ def start(model: str = "tiny-chat", port: int | None = None, *, llama_server: bo
     t0 = time.perf_counter()
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    srv = Server(model, port, proc, log, "llama.cpp" if llama_server else "labkit")
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-1500:]
-            raise LabkitError(f"the server for {model!r} exited (code {proc.returncode}) before it answered:\n{tail}")
+    srv = Server(model, port, proc, log, "llama.cpp" if llama_server else "labkit", _t0=t0, _timeout=timeout)
+    return srv.wait() if wait else srv
+
+
+# ------------------------------------------------------------------------------------------ measuring it
+@dataclass
+class Timing:
+    """One streamed request as its client saw it (seconds from the start of the load test)."""
+
+    client: int
+    start: float
+    first: float | None  # when the first token arrived
+    end: float
+    tokens: int  # streamed chunks with text (one per token on these servers)
+    text: str = ""
+
+    @property
+    def ttft(self) -> float:
+        return (self.first if self.first is not None else self.end) - self.start
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed once tokens flow: tokens after the first, over the time after the first."""
+        gen = self.end - (self.first if self.first is not None else self.end)
+        return (self.tokens - 1) / gen if self.tokens > 1 and gen > 0 else 0.0
+
+
+def load_test(url: str, clients: int, requests: int = 1, *, prompt: str = "Tell me a story.", max_tokens: int = 32,
+              model: str = "default", chat: bool = True) -> list[Timing]:
+    """``clients`` threads, each sending ``requests`` streamed requests one after another to the OpenAI-compatible
+    server at ``url`` (loopback only), all starting together: what each client saw, per request."""
+    import urllib.parse
+
+    from openai import OpenAI
+
+    if not 1 <= clients <= 32:
+        raise LabkitUsageError("clients: from 1 to 32 (a load test on one machine, not a benchmark farm)")
+    if urllib.parse.urlparse(url).hostname not in ("127.0.0.1", "localhost"):
+        raise LabkitUsageError(f"url: the load test only talks to this machine (127.0.0.1), not {url!r}")
+    timings: list[Timing] = []
+    lock, go = threading.Lock(), threading.Barrier(clients)
+
+    def one(i: int):
+        client = OpenAI(base_url=url, api_key="none", max_retries=0, timeout=120)
+        go.wait()
+        for _ in range(requests):
+            start, first, n, text = time.perf_counter(), None, 0, []
+            if chat:
+                stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                        max_tokens=max_tokens, temperature=0, stream=True)
+                pieces = (c.choices[0].delta.content if c.choices else None for c in stream)
+            else:
+                stream = client.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0,
+                                                   stream=True)
+                pieces = (c.choices[0].text if c.choices else None for c in stream)
+            for piece in pieces:
+                if piece:
+                    first = first or time.perf_counter()
+                    n += 1
+                    text.append(piece)
+            with lock:
+                timings.append(Timing(i, start, first, time.perf_counter(), n, "".join(text)))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    base = min(t.start for t in timings)
+    return sorted([Timing(t.client, t.start - base, None if t.first is None else t.first - base, t.end - base,
+                          t.tokens, t.text) for t in timings], key=lambda t: t.start)
+
+
+def fire(url: str, n: int, *, endpoint: str = "/completions", body: dict | None = None) -> list[tuple[float, int]]:
+    """``n`` requests sent at once (one thread each) to ``url + endpoint``: ``(seconds after the first was sent,
+    HTTP status)`` for each, in the order they were sent."""
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body or {"prompt": "Once", "max_tokens": 1}).encode()
+    out: list[tuple[float, int]] = [(0.0, 0)] * n
+    go = threading.Barrier(n)
+
+    def hit(i: int):
+        req = urllib.request.Request(url + endpoint, data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        go.wait()
+        sent = time.perf_counter()
         try:
-            with urllib.request.urlopen(f"{srv.url}/models", timeout=2) as r:
-                if r.status == 200:
-                    srv.started_s = time.perf_counter() - t0
-                    return srv
-        except OSError:
-            time.sleep(0.2)
-    srv.stop()
-    raise LabkitError(f"the server for {model!r} did not answer within {timeout:.0f} s (log: {log})")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                code = r.status
+        except urllib.error.HTTPError as e:
+            code = e.code
+        out[i] = (sent, code)
+
+    threads = [threading.Thread(target=hit, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    base = min(s for s, _ in out)
+    return sorted(((s - base, c) for s, c in out), key=lambda x: x[0])
 
 
 def main(argv: list[str] | None = None) -> int:

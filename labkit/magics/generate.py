@@ -16,9 +16,12 @@ parser = MagicParser(
   %%generate --beams 4 --temperature 0        beam search
   %%generate --step                           step-through view: top next tokens, sliders, logit lens
   %%generate --model tiny-chat --chat         the prompt as a user turn of the chat format
-  %%generate --kv-timing                      also time the same generation with and without the KV cache""",
+  %%generate --kv-timing                      also time the same generation with and without the KV cache
+  %%generate --model openai:http://127.0.0.1:8000/v1 --temperature 0
+                                              a running OpenAI-compatible server (labkit serve, llama.cpp, vLLM)""",
 )
-parser.add_argument("--model", default="tiny-base", help="tiny-base (default), tiny-chat, a folder or hub id")
+parser.add_argument("--model", default="tiny-base", help="tiny-base (default), tiny-chat, a folder or hub id, gguf:<path>, or "
+                                                  "openai:<base-url> (a running OpenAI-compatible server)")
 parser.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate (default 40)")
 parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; default 1.0")
 parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
