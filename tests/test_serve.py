@@ -66,6 +66,19 @@ def test_openai_client_chat_stream_and_tools(server):
     assert "labkit_time_to_first_token_seconds_count 1.0" in text
 
 
+def test_completions_stream_token_by_token(server):
+    from openai import OpenAI
+
+    c = OpenAI(base_url=server.url, api_key="none", max_retries=0)
+    whole = c.completions.create(model="x", prompt="Once upon a time", max_tokens=10, temperature=0)
+    chunks = list(c.completions.create(model="x", prompt="Once upon a time", max_tokens=10, temperature=0, stream=True))
+    texts = [ch.choices[0].text for ch in chunks if ch.choices and ch.choices[0].text]
+    assert "".join(texts) == whole.choices[0].text and len(texts) > 3
+    assert chunks[-1].choices[0].finish_reason == "length" and chunks[-1].usage.completion_tokens == 10
+    text = urllib.request.urlopen(server.root + "/metrics").read().decode()
+    assert 'labkit_requests_total{endpoint="completions",status="200"} 2.0' in text
+
+
 def test_langchain_and_the_agent_through_the_server(server):
     from langchain_openai import ChatOpenAI
 
