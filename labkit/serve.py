@@ -7,10 +7,15 @@
 
     with labkit.serve.start("tiny-chat") as srv:        # a subprocess, stopped (with its port) at the end
         OpenAI(base_url=srv.url, api_key="none").chat.completions.create(...)
+    srv = labkit.serve.start("tiny-chat", wait=False)   # returns at once; srv.wait() when it is needed
+
+    load_test(srv.url, clients=8)                       # what 8 concurrent streaming clients saw (TTFT, tokens/s)
+    fire(srv.url, 12)                                   # 12 requests at once: (when sent, HTTP status) each
+    bucket_decisions(times, rate, burst)                # which arrivals the server's TokenBucket lets through
 
 Endpoints: ``GET /v1/models``; ``POST /v1/chat/completions`` (messages, ``max_tokens``, ``temperature``,
 ``stream``, ``tools`` in the OpenAI format: the zoo models call them in their own ``<|call|>`` format, which the
-server turns into ``tool_calls``); ``POST /v1/completions`` (a raw prompt); ``GET /metrics`` (Prometheus: requests,
+server turns into ``tool_calls``); ``POST /v1/completions`` (a raw prompt, ``stream`` too); ``GET /metrics`` (Prometheus: requests,
 latency, time to first token, tokens); ``GET /health``. A token-bucket rate limiter (``--rate`` requests per second,
 ``--burst``) answers 429 with ``Retry-After`` when the bucket is empty.
 
