@@ -168,3 +168,55 @@ def test_student_version_of_lab17_runs_end_to_end(run_student_version):
     assert "not answered yet" in text and "using the kit's own" in text
     assert "field by field + choose" in text and "N=8: TTFT" in text
     assert text.count("process ended, port closed") == 3 and "STILL" not in text
+
+
+def _lab_checkers(ns: dict) -> dict:
+    """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
+    import nbformat
+
+    for cell in nbformat.read(str(LAB17), as_version=4).cells:
+        src = cell.source
+        if cell.cell_type == "code" and "### END SOLUTION" in src:
+            body = src.split("### END SOLUTION", 1)[1]
+            exec(body[: body.index("\ncheck(")], ns)
+    return ns
+
+
+def test_the_lab_checkers_tell_right_from_wrong(om):
+    import numpy as np
+    import torch
+
+    tok = om.labkit_chat_tokenizer
+    ns = _lab_checkers({"S": S, "serve": serve, "np": np, "torch": torch, "om": om, "model": om.model,
+                        "tokenizer": tok, "c": None})
+    bucket, choice = ns["_is_a_token_bucket"], ns["_is_choice_decoding"]
+    assert bucket(serve.bucket_decisions)
+
+    def whole_tokens(times, rate, burst):  # refills only whole tokens, losing the fractions
+        tokens, last, out = burst, times[0] if times else 0.0, []
+        for t in times:
+            gained = int((t - last) * rate)
+            if gained:
+                tokens, last = min(burst, tokens + gained), t
+            out.append(tokens >= 1)
+            tokens -= tokens >= 1
+        return out
+
+    def no_cap(times, rate, burst):  # saves up without limit
+        tokens, last, out = float(burst), times[0] if times else 0.0, []
+        for t in times:
+            tokens, last = tokens + (t - last) * rate, t
+            out.append(tokens >= 1)
+            tokens -= tokens >= 1
+        return out
+
+    def starts_empty(times, rate, burst):
+        return serve.bucket_decisions([times[0] - burst / rate] + list(times), rate, burst)[1:] if times else []
+
+    for wrong in (whole_tokens, no_cap, starts_empty, lambda t, r, b: [True] * len(t),
+                  lambda t, r, b: serve.bucket_decisions(t, r, b + 1)):
+        assert not bucket(wrong), wrong
+    texts = S.token_texts(tok)
+    assert choice(lambda p, o: S.reference_choose(om.model, tok, p, o, texts))
+    assert not choice(lambda p, o: o[0]) and not choice(lambda p, o: o[-1])
+    assert not choice(lambda p, o: "red")  # not one of the options
