@@ -211,7 +211,12 @@ def test_the_lab_checkers_tell_right_from_wrong(om):
         return out
 
     def starts_empty(times, rate, burst):
-        return serve.bucket_decisions([times[0] - burst / rate] + list(times), rate, burst)[1:] if times else []
+        tokens, last, out = 0.0, times[0] if times else 0.0, []
+        for t in times:
+            tokens, last = min(burst, tokens + (t - last) * rate), t
+            out.append(tokens >= 1)
+            tokens -= tokens >= 1
+        return out
 
     for wrong in (whole_tokens, no_cap, starts_empty, lambda t, r, b: [True] * len(t),
                   lambda t, r, b: serve.bucket_decisions(t, r, b + 1)):
