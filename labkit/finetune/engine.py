@@ -69,6 +69,7 @@ class FinetuneResult(Viewable):
     config: dict = field(default_factory=dict, repr=False)
     resumed_from: int | None = None
     recovered: list[str] = field(default_factory=list)  # what an interrupted earlier run had left, put right
+    tracking: dict = field(default_factory=dict)  # where a tracker logged the run (MLflow: run_id, experiment ...)
 
     @property
     def losses(self) -> list[float]:
@@ -122,6 +123,8 @@ class FinetuneResult(Viewable):
             s += f"\n  resumed from checkpoint-{self.resumed_from}"
         for note in self.recovered:
             s += f"\n  found from an interrupted run: {note}"
+        if self.tracking.get("run_id"):
+            s += f"\n  tracked in MLflow: run {self.tracking['run_id']} (experiment {self.tracking.get('experiment')})"
         if self.path:
             s += f"\n  saved in {self.path}" + (f" (last checkpoint {self.checkpoint.name})" if self.checkpoint else "")
         return s
@@ -286,7 +289,7 @@ class _quiet:
 # ------------------------------------------------------------------------------------------------------- engine
 def finetune(model, data=None, method: str | None = None, *, config: FinetuneConfig | None = None, tokenizer=None,
              stop: StopSignal | None = None, on_progress: OnProgress | None = None, show: bool | None = None,
-             **settings) -> FinetuneResult:
+             callbacks: list | None = None, **settings) -> FinetuneResult:
     """Train ``model`` on ``data`` with ``method``; save, register under ``name`` and return a FinetuneResult.
 
     The settings come as a ``FinetuneConfig`` (``config=``), as keywords (``rank=8, steps=60, name="x"``, the
@@ -299,7 +302,9 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
     the run from code (the view's Stop button and a kernel interrupt do the same). ``on_progress``: called with
     a ``labkit.watch.Progress`` (kind ``"train"``; ``item`` the live Curve, ``info`` loss, tokens/s, ETA, memory)
     as the run goes on: ``%%finetune`` passes its training view's callback, a script may pass
-    ``labkit.watch.tqdm_progress()``. The engine displays nothing itself: ``show=True`` is ignored (with a warning)
+    ``labkit.watch.tqdm_progress()``. ``callbacks``: more ``transformers.TrainerCallback`` objects for the trainer;
+    one that also has ``on_run_begin(config)`` / ``on_run_end(result)`` / ``on_run_error(exc)`` is called around the
+    run as well (``labkit.finetune.tracking.MlflowTracking`` logs the run to MLflow so). The engine displays nothing itself: ``show=True`` is ignored (with a warning)
     and ``overlay`` is for the view that a caller builds (``labkit.widgets.training.LiveView``).
     """
     if show:
@@ -309,6 +314,9 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
     if method is not None:
         settings["method"] = method
     cfg = FinetuneConfig.make(config, **settings)
+    from .tracking import check_callbacks
+
+    hooks = check_callbacks(callbacks)
     (method, name, rank, targets, dropout, steps, epochs, batch, grad_accum, max_length, seed, resume, skip_bad,
      data_format, merge, save_every, keep_checkpoints, beta, reward, num_generations, max_new_tokens, temperature,
      gradient_checkpointing, bf16, bits, output_dir, warmup_steps, scheduler) = (
@@ -358,7 +366,7 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
     import datasets
     import torch
     import transformers
-    from transformers import PrinterCallback, ProgressCallback
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
     transformers.set_seed(seed)
     cuda = torch.cuda.is_available()
@@ -442,48 +450,74 @@ def finetune(model, data=None, method: str | None = None, *, config: FinetuneCon
 
     live = LiveCallback(curve, stop, on_update=on_update if report else None)
 
-    t0 = time.perf_counter()
-    with _quiet():
-        try:
-            trainer = runs.atomic_trainer(trainer_cls)(**trainer_kwargs)
-            trainer._lk_keep = keep_checkpoints
-            for cb in (PrinterCallback, ProgressCallback):
-                trainer.remove_callback(cb)
-            trainer.add_callback(live)
-            with interrupt_stops(stop):
-                trainer.train(resume_from_checkpoint=str(previous_ckpt) if previous_ckpt else None)
-        except KeyboardInterrupt:
-            live.finish("stopped", "aborted by a second interrupt")
-            last = runs.latest_checkpoint(folder)
-            raise LabkitError(f"training of {name!r} aborted. "
-                              + (f"The last complete checkpoint is {last}; continue with `resume`." if last else
-                                 "No checkpoint was written yet.")) from None
-        except LabkitError:
-            live.finish("error", "could not write a checkpoint")
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            live.finish("error", str(exc)[:200])
-            raise LabkitError(f"training failed ({type(exc).__name__}: {exc})") from None
-        seconds = time.perf_counter() - t0
-        # -- save, register
-        trained = trainer.model
-        final = _save_final(folder, trained, tok, method, use_peft, base, merge)
-    runs.register(name, folder / "model")
-    trainable, total = count_params(trained)
-    if method == "qlora":
-        total = n_params
-    result = FinetuneResult(
-        name=name, method=method, base=base.label, path=folder, model=final, tokenizer=tok, data=ds, curve=curve,
-        step=trainer.state.global_step, max_steps=max_steps, stopped=live.stopped_early, stop_reason=stop.reason,
-        seconds=seconds, tokens=live.tokens, peak_memory=live.peak_memory, trainable_params=trainable,
-        total_params=total, checkpoint=runs.latest_checkpoint(folder), log_history=list(trainer.state.log_history),
-        config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None,
-        recovered=recovered)
-    _write_card(folder, result)
+    _call_hooks(hooks, "on_run_begin", dict(config))
+    try:
+        t0 = time.perf_counter()
+        with _quiet():
+            try:
+                trainer = runs.atomic_trainer(trainer_cls)(**trainer_kwargs)
+                trainer._lk_keep = keep_checkpoints
+                for cb in (PrinterCallback, ProgressCallback):
+                    trainer.remove_callback(cb)
+                trainer.add_callback(live)
+                for cb in hooks:
+                    if isinstance(cb, TrainerCallback):
+                        trainer.add_callback(cb)
+                with interrupt_stops(stop):
+                    trainer.train(resume_from_checkpoint=str(previous_ckpt) if previous_ckpt else None)
+            except KeyboardInterrupt:
+                live.finish("stopped", "aborted by a second interrupt")
+                last = runs.latest_checkpoint(folder)
+                raise LabkitError(f"training of {name!r} aborted. "
+                                  + (f"The last complete checkpoint is {last}; continue with `resume`." if last else
+                                     "No checkpoint was written yet.")) from None
+            except LabkitError:
+                live.finish("error", "could not write a checkpoint")
+                raise
+            except (RuntimeError, ValueError, TypeError) as exc:
+                live.finish("error", str(exc)[:200])
+                raise LabkitError(f"training failed ({type(exc).__name__}: {exc})") from None
+            seconds = time.perf_counter() - t0
+            # -- save, register
+            trained = trainer.model
+            final = _save_final(folder, trained, tok, method, use_peft, base, merge)
+        runs.register(name, folder / "model")
+        trainable, total = count_params(trained)
+        if method == "qlora":
+            total = n_params
+        result = FinetuneResult(
+            name=name, method=method, base=base.label, path=folder, model=final, tokenizer=tok, data=ds, curve=curve,
+            step=trainer.state.global_step, max_steps=max_steps, stopped=live.stopped_early, stop_reason=stop.reason,
+            seconds=seconds, tokens=live.tokens, peak_memory=live.peak_memory, trainable_params=trainable,
+            total_params=total, checkpoint=runs.latest_checkpoint(folder), log_history=list(trainer.state.log_history),
+            config=config, resumed_from=int(previous_ckpt.name.split("-")[1]) if previous_ckpt else None,
+            recovered=recovered)
+        _write_card(folder, result)
+    except BaseException as exc:  # the tracker marks its run failed, then the error goes on as before
+        _call_hooks(hooks, "on_run_error", exc)
+        raise
+    _call_hooks(hooks, "on_run_end", result, quiet=True)
     SESSION_CURVES[:] = [c for c in SESSION_CURVES if c.name != name] + [curve]
     if base._tmp:
         shutil.rmtree(base._tmp, ignore_errors=True)
     return result
+
+
+def _call_hooks(hooks: list, name: str, arg, quiet: bool = False) -> None:
+    """Call ``name(arg)`` on each callback that has it. ``quiet``: a failing hook is a warning (the run is trained
+    and saved already: a tracking store that cannot be written must not lose it)."""
+    for cb in hooks:
+        fn = getattr(cb, name, None)
+        if fn is None:
+            continue
+        if not quiet:
+            fn(arg)
+            continue
+        try:
+            fn(arg)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"{type(cb).__name__}.{name} failed ({type(exc).__name__}: {exc}); the run itself is saved",
+                          RuntimeWarning, stacklevel=3)
 
 
 def _config_fields() -> set:

@@ -17,7 +17,8 @@ examples:
 
   %%finetune --model tiny-chat --method dpo --data prefs --steps 30 --out aligned
   %%finetune --model tiny-chat --method grpo --reward arithmetic --data problems --steps 20 --out solver
-  %%finetune --model tiny-chat --method lora --out my_lora --resume      (continue after a restart)""",
+  %%finetune --model tiny-chat --method lora --out my_lora --resume      (continue after a restart)
+  %%finetune --model tiny-chat --data rows --steps 12 --out r1 --track lab22   (logged to MLflow)""",
 )
 parser.add_argument("--model", default="tiny-base", help="model to train: tiny-base, tiny-chat, a run name, a folder, a hub id, or a variable holding "
                          "(model, tokenizer) or a loaded model")
@@ -47,6 +48,9 @@ parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
 parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
 parser.add_argument("--no-overlay", action="store_true", help="do not draw earlier runs in the view")
 parser.add_argument("--quiet", action="store_true", help="no live view (the result still shows at the end)")
+parser.add_argument("--track", metavar="EXPERIMENT", help="log the run to MLflow under this experiment: params, metrics "
+                         "per step, artifacts (the tracking store is MLflow's current one: mlflow.set_tracking_uri(...) "
+                         "or MLFLOW_TRACKING_URI)")
 
 
 def _lookup(shell, expr: str):
@@ -91,10 +95,16 @@ def run(args, body, shell):
         stop = StopSignal()
         earlier = [c for c in SESSION_CURVES if c.name != args.out][-5:] if config.overlay else []
         view = LiveView(earlier, stop).display()
-    result = finetune(model, data, config=config, stop=stop, on_progress=view)
+    callbacks = None
+    if args.track:
+        from ..finetune.tracking import MlflowTracking
+
+        callbacks = [MlflowTracking(args.track)]
+    result = finetune(model, data, config=config, stop=stop, on_progress=view, callbacks=callbacks)
     if view is not None:
         attach(result, view.widget, live=True)
     return result
 
 
-MAGICS = [Magic("finetune", "cell", parser, run, flags={"num_generations": "--generations", "name": "--out"})]
+MAGICS = [Magic("finetune", "cell", parser, run, flags={"num_generations": "--generations", "name": "--out",
+                                                        "experiment": "--track"})]
