@@ -47,9 +47,15 @@ def test_apply_thread_env_sets_blas_variables(clean_env):
 
 
 def test_mem_limit_sets_the_model_budget(clean_env):
-    clean_env.setenv("MEM_LIMIT", "2G")
+    # a limit 2 GiB above what this process holds now (the test process itself grows past 2 GiB in a full run,
+    # and a fixed "2G" then leaves a budget of 0)
+    limit_mib = runtime.process_rss() // 2**20 + 2048
+    clean_env.setenv("MEM_LIMIT", f"{limit_mib}M")
     budget = runtime.memory_budget()
-    assert abs(budget - (int(2 * 1024**3 * 0.9) - runtime.process_rss())) < 64 * 1024**2
+    assert budget > 1024**3
+    assert abs(budget - (int(limit_mib * 2**20 * 0.9) - runtime.process_rss())) < 64 * 1024**2
+    clean_env.setenv("MEM_LIMIT", f"{runtime.process_rss() // 2**20 // 2}M")  # already over 90 % of it: nothing left
+    assert runtime.memory_budget() == 0
 
 
 def test_cgroup_memory_reads_numbers_or_none():
