@@ -172,7 +172,9 @@ def test_finetune_magic_track_option(ip, store, toy):
                                       f"--save-every 0 --out t_magic --track t-ops-magic --quiet")
     run = store.client().get_run(r.tracking["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["max_steps"] == "2"
-    assert store.client().get_experiment_by_name("t-ops-magic").experiment_id == r.tracking["experiment_id"]
+    exp = store.client().get_experiment_by_name("t-ops-magic")
+    assert exp.experiment_id == r.tracking["experiment_id"]
+    assert exp.artifact_location.startswith((store.folder / "artifacts").as_uri())  # beside the store, not ./mlruns
 
 
 # ------------------------------------------------------------------------------------------------ the repo's gate

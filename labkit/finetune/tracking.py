@@ -53,6 +53,16 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def default_artifacts(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a sqlite store (``<its folder>/artifacts/<experiment>``),
+    not MLflow's default ``./mlruns`` under whatever the current folder is; other stores decide themselves."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment)
+    return (db.resolve().parent / "artifacts" / safe).as_uri()
+
+
 def _metric_name(key: str) -> str:
     return key.replace("/", "_")  # "rewards/margins" would be a folder in a file store
 
@@ -85,7 +95,7 @@ class MlflowTracking(TrainerCallback):
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri if self.tracking_uri else None)
         exp = self.client.get_experiment_by_name(self.experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            self.experiment, artifact_location=self.artifact_location)
+            self.experiment, artifact_location=self.artifact_location or default_artifacts(uri, self.experiment))
         tags = {"labkit.method": str(config.get("method")), "labkit.base": str(config.get("base")), **self.tags}
         run = self.client.create_run(self.experiment_id, run_name=self.run_name or config.get("name"), tags=tags)
         self.run_id = run.info.run_id
