@@ -649,6 +649,26 @@ class Background:
         return self._value
 
 
+def serve_in_background(model: str, **kwargs) -> Background:
+    """``labkit.serve.start(model, **kwargs)`` in a thread (the server loads for several seconds while other cells
+    run); ``.result()`` is the running ``Server``. The server is also stopped when this Python process exits, so a
+    lab that stops half-way does not leave it behind."""
+    import atexit
+
+    from . import serve
+
+    job = Background(lambda: serve.start(model, **kwargs))
+
+    def _stop():
+        try:
+            job.result(120).stop()
+        except BaseException:  # noqa: BLE001 - it never started, or is stopped already
+            pass
+
+    atexit.register(_stop)
+    return job
+
+
 # ------------------------------------------------------------------------------------------------ drift
 def embed(texts: Sequence[str], batch_size: int = 64):
     """MiniLM sentence embeddings (all-MiniLM-L6-v2, unit length) as a float64 numpy array."""
