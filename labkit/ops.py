@@ -31,8 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
