@@ -4,7 +4,8 @@
     r = finetune("tiny-chat", "data.jsonl", method="lora", steps=60, name="my_lora")
 
 See ``engine`` (the call), ``data`` (formats), ``runs`` (checkpoints, names), ``merging`` (model merging),
-``rewards`` (GRPO rewards), ``quant`` (4-bit bases). Nothing heavy is imported until a function runs.
+``rewards`` (GRPO rewards), ``quant`` (4-bit bases), ``tracking`` (MLflow logging of a run:
+``finetune(..., callbacks=[MlflowTracking("experiment")])``). Nothing heavy is imported until a function runs.
 """
 from __future__ import annotations
 
