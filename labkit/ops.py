@@ -402,8 +402,9 @@ def run_gate(test_file: str | os.PathLike, candidate: str | os.PathLike, quiet: 
     spec = json.loads(spec_file.read_text())
     spec["candidate"] = str(candidate)
     spec_file.write_text(json.dumps(spec, indent=1))
-    old = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PY_COLORS": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     import sys
 
     for key, mod in list(sys.modules.items()):  # a second run reads the file again, not the first run's module
@@ -411,14 +412,15 @@ def run_gate(test_file: str | os.PathLike, candidate: str | os.PathLike, quiet: 
             del sys.modules[key]
     t0 = time.perf_counter()
     try:
-        code = pytest.main([str(test_file), "-q" if quiet else "-v", "--tb=line", "-p", "no:cacheprovider",
-                            "--color=no", "--import-mode=importlib", "--rootdir", str(test_file.parent),
-                            "-W", "ignore"])
+        code = pytest.main([str(test_file), "-q" if quiet else "-v", "--tb=line", "--assert=plain", "-p",
+                            "no:cacheprovider", "--color=no", "--import-mode=importlib", "--rootdir",
+                            str(test_file.parent), "-W", "ignore"])
     finally:
-        if old is None:
-            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-        else:
-            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return GateRun(str(candidate), int(code), time.perf_counter() - t0)
 
 

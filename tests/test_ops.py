@@ -207,6 +207,18 @@ def test_evaluation_gate_zoo_readers_do_not_regress(model, gate_items):
     assert not failed, f"{model} regressed on {failed}: measured {measured}, baseline {ZOO_BASELINE[model]}"
 
 
+def test_the_gate_file_runs_under_pytest_and_fails_a_regressed_model(tmp_path, gate_items):
+    """The lab's CI check: the written test file, run by pytest on a candidate, passes a model at its own baseline
+    and fails one that regresses (tiny-base: no chat training)."""
+    items = {"in_world": gate_items["in_world"][:20]}
+    rules = {"in_world_em": ("higher", 0.1)}
+    baseline = ops.reader_metrics("tiny-chat", items)
+    test_file = ops.write_gate_test(tmp_path / "ci", baseline, rules, items)
+    assert ops.run_gate(test_file, "tiny-chat", quiet=True).passed
+    bad = ops.run_gate(test_file, "tiny-base", quiet=True)
+    assert not bad.passed and bad.exit_code == 1
+
+
 # ------------------------------------------------------------------------------------------------ the lab
 def _lab_checkers() -> dict:
     """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
