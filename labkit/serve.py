@@ -343,8 +343,10 @@ class Server:
                         return self
             except OSError:
                 time.sleep(0.1)
-        self.stop()
-        raise LabkitError(f"the server for {self.model!r} did not answer within {limit:.0f} s (log: {self.log})")
+        tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+        self.stop()  # (which removes the log: its tail goes into the message)
+        raise LabkitError(f"the server for {self.model!r} did not answer within {limit:.0f} s; its last output:\n"
+                          f"{tail}")
 
     @property
     def url(self) -> str:
@@ -365,6 +367,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        try:  # the log is for a server that fails to start (start() shows its tail); a stopped one leaves none
+            self.log.unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def __enter__(self):
         return self

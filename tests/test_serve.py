@@ -39,6 +39,7 @@ def server():
     yield srv
     srv.stop()
     assert srv.process.poll() is not None and _port_closed(srv.port)
+    assert not srv.log.exists()  # a stopped server leaves no log file behind
 
 
 def test_openai_client_chat_stream_and_tools(server):
