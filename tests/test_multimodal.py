@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit import multimodal as M
+from conftest import lab_checkers
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB20 = ROOT / "labs" / "20_multimodal.ipynb"
@@ -120,16 +121,7 @@ def test_student_version_of_lab20_runs_end_to_end(run_student_version):
 
 
 def _lab_checkers() -> dict:
-    """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
-    import nbformat
-
-    ns = {"torch": torch, "F": F, "np": np, "M": M}
-    for cell in nbformat.read(str(LAB20), as_version=4).cells:
-        src = cell.source
-        if cell.cell_type == "code" and "### END SOLUTION" in src:
-            body = src.split("### END SOLUTION", 1)[1]
-            exec(body[: body.index("\ncheck(")], ns)
-    return ns
+    return lab_checkers(LAB20, {"torch": torch, "F": F, "np": np, "M": M})
 
 
 def test_the_lab_checkers_tell_right_from_wrong(capsys):

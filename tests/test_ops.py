@@ -11,6 +11,7 @@ import pytest
 
 from labkit import ops
 from labkit.errors import LabkitUsageError
+from conftest import lab_checkers
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB22 = ROOT / "labs" / "22_llmops.ipynb"
@@ -221,16 +222,7 @@ def test_the_gate_file_runs_under_pytest_and_fails_a_regressed_model(tmp_path, g
 
 # ------------------------------------------------------------------------------------------------ the lab
 def _lab_checkers() -> dict:
-    """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
-    import nbformat
-
-    ns = {"np": np, "ops": ops}
-    for cell in nbformat.read(str(LAB22), as_version=4).cells:
-        src = cell.source
-        if cell.cell_type == "code" and "### END SOLUTION" in src:
-            body = src.split("### END SOLUTION", 1)[1]
-            exec(body[: body.index("\ncheck(")], ns)
-    return ns
+    return lab_checkers(LAB22, {"np": np, "ops": ops})
 
 
 def test_the_lab_checkers_tell_right_from_wrong(capsys):

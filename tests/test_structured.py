@@ -12,6 +12,7 @@ import pytest
 from labkit import serve
 from labkit import structured as S
 from labkit.errors import LabkitUsageError
+from conftest import lab_checkers
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB17 = ROOT / "labs" / "17_serving_apps.ipynb"
@@ -171,15 +172,7 @@ def test_student_version_of_lab17_runs_end_to_end(run_student_version):
 
 
 def _lab_checkers(ns: dict) -> dict:
-    """The lab's exercise checkers (the code between `### END SOLUTION` and the `check(` call), run on their own."""
-    import nbformat
-
-    for cell in nbformat.read(str(LAB17), as_version=4).cells:
-        src = cell.source
-        if cell.cell_type == "code" and "### END SOLUTION" in src:
-            body = src.split("### END SOLUTION", 1)[1]
-            exec(body[: body.index("\ncheck(")], ns)
-    return ns
+    return lab_checkers(LAB17, ns)
 
 
 def test_the_lab_checkers_tell_right_from_wrong(om):
