@@ -185,7 +185,8 @@ def student_source(source: str, where: str = "cell", markdown: bool = False,
             if later is not None and names:
                 after = "".join(lines[end + 1:])
                 read = _later_reads([textwrap.dedent(after)] + list(later)) if after.strip() or later else set()
-                names = [n for n in names if n in read] or names
+                defined = _defined_functions(body)  # a def/class is the learner's piece, never a helper variable
+                names = [n for n in names if n in read or n in defined] or names
         except SyntaxError as exc:
             raise LabkitUsageError(
                 f"{where}, solution at line {start + 1}: the region is not whole Python statements "
@@ -205,6 +206,15 @@ def student_source(source: str, where: str = "cell", markdown: bool = False,
     if not source.endswith("\n") and text.endswith("\n"):
         text = text[:-1]
     return text, info
+
+
+def _defined_functions(body: str) -> set[str]:
+    """Names the region binds with a top-level ``def`` or ``class`` (whether or not a later cell reads them)."""
+    try:
+        tree = ast.parse(textwrap.dedent(body))
+    except SyntaxError:
+        return set()
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
 
 
 def _signature_stub(body: str, name: str) -> list[str]:

@@ -81,6 +81,15 @@ def test_a_function_blank_keeps_its_signature_and_docstring_and_not_its_body():
     compile(out, "student", "exec")
 
 
+def test_every_function_a_region_defines_stays_a_blank_even_if_no_later_cell_reads_it():
+    """Helper variables of a worked solution are dropped when no later code reads them, but a def is the learner's
+    piece (lab 05 lost `top_k_filter` that way: the cell read it only behind an `is not ...` guard)."""
+    src = ("### BEGIN SOLUTION\ndef f(x):\n    return x\n\ndef g(x):\n    return x\ntmp = 3\nused = tmp\n"
+           "### END SOLUTION\n")
+    out, info = grading.student_source(src, later=["print(g(1), used)"])
+    assert info["answers"] == ["f", "g", "used"] and "tmp = ..." not in out and "f = ...  # YOUR ANSWER HERE" in out
+
+
 @pytest.mark.parametrize("src,needle", [
     ("### BEGIN SOLUTION\nx = 1\n", "never closed"),
     ("x = 1\n### END SOLUTION\n", "without a matching"),
