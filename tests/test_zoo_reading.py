@@ -42,6 +42,27 @@ def test_items_are_deterministic_and_answers_are_spans(heldout):
     assert max(len(it["a"].lstrip("-").split(".")[0]) for it in Reading(3, heldout).calculator(200)) == 7
 
 
+def test_word_pools_hold_no_profanity_and_do_not_depend_on_the_hash_seed():
+    """Passages end up in front of a class: wordfreq's web list brings profanity and slurs, which the pools drop.
+    And every pool is the same in every process (it_IT's city list came from a set, so it followed the hash seed)."""
+    import json
+    import subprocess
+    import sys
+
+    from labkit.zoo.reading import _vocab
+
+    words = set(_vocab(False)) | set(_vocab(True))
+    assert len(words) > 20000
+    assert not {"fuck", "fucking", "shit", "bitch", "cunt", "nigger", "faggot", "porn", "rape", "whore"} & words
+    assert {"violin", "garden", "kitchen"} & words  # ordinary words stay
+    code = ("import json; from labkit.zoo.reading import _locale_pools, _vocab; "
+            "print(json.dumps([_locale_pools(l)['city'] for l in ('it_IT', 'fr_FR', 'hu_HU')] + [_vocab(True)]))")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout)
+            for seed in ("1", "2")]
+    assert runs[0] == runs[1]
+
+
 def test_chats_are_valid_zoo_format():
     for msgs in Reading(0).chat_examples(200):
         text = F.format_chat(msgs, add_generation_prompt=False)

@@ -247,7 +247,7 @@ def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tok
     for h in hits:  # best first, as many chunks as fit the model's context
         trial = (context + "\n" + h.chunk.text).strip()
         prompt = F.format_chat(F.context_qa_messages(trial, question))
-        if len(tok(prompt, add_special_tokens=False)["input_ids"]) > limit:
+        if len(tok(prompt, add_special_tokens=False, verbose=False)["input_ids"]) > limit:
             notes.append(f"only {context.count(chr(10)) + 1 if context else 0} of {len(hits)} chunks fit the "
                          f"model's {limit + max_new_tokens + 8}-token context")
             break

@@ -117,12 +117,30 @@ FILLERS = ["It was a quiet afternoon.", "Nobody remembers why.", "The weather ha
            "The neighbours were surprised.", "There was a long queue outside.", "The decision took weeks."]
 
 
+# wordfreq's list is frequency-ranked web text: it holds profanity, slurs and words about sex, drugs and violence,
+# which have no place in a classroom's passages. No maintained library lists them offline, so a short list here:
+# parts drop every word that contains them, stems every word that starts with them, words only themselves.
+# Filtering before the split keeps every other word on its side (the split hashes each word).
+_BLOCK_PARTS = ("fuck", "shit", "bitch", "porn", "cunt", "nigg", "fagg", "whore", "slut", "sex", "rapist", "kill",
+                "murder", "nazi")
+_BLOCK_STEMS = ("dick", "cock", "pussy", "rape", "masturbat", "orgasm", "dildo", "boob", "tits", "penis", "vagina",
+                "horny", "asshole", "bastard", "retard", "hitler", "suicid", "heroin", "cocaine")
+_BLOCK_WORDS = {"sex", "sexy", "nude", "naked", "anal", "crap", "damn", "shite", "fuckin", "slave", "slaves",
+                "raped", "sexual", "sexually", "nudes", "drug", "drugs", "weed", "gun", "guns"}
+
+
+def _clean(word: str) -> bool:
+    return (word not in _BLOCK_WORDS and not word.startswith(_BLOCK_STEMS)
+            and not any(part in word for part in _BLOCK_PARTS))
+
+
 @lru_cache(maxsize=2)
 def _vocab(heldout: bool) -> list[str]:
-    """Ordinary English words (wordfreq's top list, alphabetic, 4+ letters), split trained / held out."""
+    """Ordinary English words (wordfreq's top list, alphabetic, 4+ letters, none of the blocked ones), split
+    trained / held out."""
     from wordfreq import top_n_list
 
-    words = [w for w in top_n_list("en", 30000)[300:] if w.isalpha() and w.isascii() and len(w) >= 4]
+    words = [w for w in top_n_list("en", 30000)[300:] if w.isalpha() and w.isascii() and len(w) >= 4 and _clean(w)]
     return _split_words(words, heldout)
 
 
@@ -141,6 +159,11 @@ def _locale_pools(locale: str, n: int = 600) -> dict:
 
     fk = Faker(locale)
     fk.seed_instance(12345)
+    for provider in fk.providers:
+        # it_IT's address provider builds its city list from a set: its order (and so the names drawn) changed
+        # with Python's hash seed. Sorted, every run draws the same names.
+        if isinstance(getattr(provider, "cities", None), list):
+            provider.cities = sorted(provider.cities)
 
     def many(fn, k):
         out = []
