@@ -611,6 +611,46 @@ def _load_transformers(name: str, folder: Path, kind: str | None, dtype: Any, kw
     return LoadedModel(name, kind, model, tokenizer, folder, n, _dtype_name(next(model.parameters()).dtype), dict(kwargs))
 
 
+def _merge_lora(model, folder: Path) -> bool:
+    """Merge a plain LoRA adapter (``W += B @ A * alpha / r``) and its saved modules into ``model`` in place,
+    without importing peft (its import alone takes about 8 s on the classroom CPU, paid by every first ``%%rag``).
+    Returns False, touching nothing, for any adapter that is not plain LoRA: then peft merges it.
+    ``tests/test_reader.py`` checks this merge against peft's ``merge_and_unload``."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    if (cfg.get("peft_type") != "LORA" or cfg.get("use_dora") or cfg.get("use_rslora") or cfg.get("rank_pattern")
+            or cfg.get("alpha_pattern") or cfg.get("lora_bias") or cfg.get("fan_in_fan_out")
+            or cfg.get("bias", "none") != "none"):
+        return False
+    scale = float(cfg["lora_alpha"]) / float(cfg["r"])
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    params = dict(model.named_parameters())
+    updates = {}
+    for key, value in weights.items():
+        name = key.removeprefix("base_model.model.")
+        if ".lora_A." in name:
+            target = name.replace(".lora_A.weight", ".weight")
+            b = weights.get(key.replace(".lora_A.", ".lora_B."))
+            if target not in params or b is None:
+                return False
+            updates[target] = updates.get(target, 0) + (b.float() @ value.float()) * scale
+        elif ".lora_B." in name:
+            continue
+        elif name in params:  # modules_to_save (the span head): saved whole
+            updates[name] = ("replace", value)
+        else:
+            return False
+    with torch.no_grad():
+        for target, up in updates.items():
+            if isinstance(up, tuple):
+                params[target].copy_(up[1].to(params[target].dtype))
+            else:
+                params[target].add_(up.to(params[target].dtype))
+    return True
+
+
 def _load_reader(name: str, folder: Path, dtype: Any) -> LoadedModel:
     """An extractive reader: the shipped MiniLM encoder + a LoRA adapter and span head (``adapter_*`` files in
     ``folder``, written by ``labkit zoo build reader``), merged into one ``*ForQuestionAnswering`` model."""
@@ -621,7 +661,6 @@ def _load_reader(name: str, folder: Path, dtype: Any) -> LoadedModel:
     params, _ = _folder_params(base)
     check_memory(_estimate_bytes(params, _dtype_name(dtype)), f"{name} ({params / 1e6:.1f}M parameters)")
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -634,7 +673,10 @@ def _load_reader(name: str, folder: Path, dtype: Any) -> LoadedModel:
     hf_logging.disable_progress_bar()
     try:
         model = AutoModelForQuestionAnswering.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
-        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        if not _merge_lora(model, folder):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     except Exception as exc:  # noqa: BLE001
         raise LabkitError(f"Could not load the reader {name!r} from {folder} ({type(exc).__name__}: {exc}). "
                           f"Rebuild it with `labkit zoo build reader`.") from None

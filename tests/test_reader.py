@@ -120,3 +120,29 @@ def test_sets_with_the_same_documents_share_one_index():
     other = _index(QASet("dev", changed, q))
     assert other is not first and len(other) == len(first)
     assert "cello" in other.search("What does Duc play?", k=1).hits[0].chunk.text
+
+
+def test_reader_merge_without_peft_matches_peft():
+    """models._merge_lora (no peft import on the learner's first %%rag) gives the weights peft's merge_and_unload
+    gives, and the same span scores."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForQuestionAnswering
+
+    from labkit import models
+
+    folder = models.zoo_path("minilm-reader")
+    ours = AutoModelForQuestionAnswering.from_pretrained(str(models.minilm_path()), local_files_only=True).eval()
+    assert models._merge_lora(ours, folder)
+    ref = AutoModelForQuestionAnswering.from_pretrained(str(models.minilm_path()), local_files_only=True)
+    ref = PeftModel.from_pretrained(ref, str(folder)).merge_and_unload().eval()
+    theirs = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        assert torch.allclose(p, theirs[name], atol=1e-5), name
+    lm = models.load("minilm-reader")
+    enc = lm.tokenizer("Where is the violin?", "Amara keeps her violin in the attic.", return_tensors="pt")
+    with torch.no_grad():
+        a, b = lm.model(**enc), ref(**enc)
+    assert torch.allclose(a.start_logits, b.start_logits, atol=1e-4)
+    assert not torch.allclose(a.start_logits, ours.__class__.from_pretrained(
+        str(models.minilm_path()), local_files_only=True).eval()(**enc).start_logits, atol=1e-2)

@@ -13,6 +13,7 @@ import numpy as np
 from .chunking import Chunk
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+BOTH_CACHE_MAX = 2_000  # chunk texts whose vectors the encoder keeps for reuse by another index
 TOKEN_CACHE_MAX = 5_000  # chunks whose token vectors are kept in memory (~60 KB each in float16)
 _PROBE = "labkit retrieval index fingerprint: the quick brown fox"
 
@@ -35,6 +36,10 @@ class Encoder:
         self.tokenizer = self.model.tokenizer
         self.calls = 0  # texts embedded so far (tests check that updates embed only what changed)
         self._queries: dict[str, np.ndarray] = {}  # query text -> vector (questions repeat in labs and evals)
+        # chunk text -> (sentence vector, token vectors): a second index over the same text (an evaluation's copy
+        # of a knowledge base the learner already indexed) reuses them. The arrays are the ones the indexes hold,
+        # so while those live this costs nothing; bounded by BOTH_CACHE_MAX texts.
+        self._both: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def queries(self, texts: list[str]) -> np.ndarray:
         """Query vectors, batched, cached by text."""
@@ -58,6 +63,19 @@ class Encoder:
         [CLS]/[SEP], float16). The token vectors are what MaxSim reranking reads."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), []
+        missing = list(dict.fromkeys(t for t in texts if t not in self._both))
+        if missing:
+            if len(self._both) + len(missing) > BOTH_CACHE_MAX:
+                self._both.clear()
+            sent, toks = self._encode_both(missing, batch_size)
+            self._both.update(zip(missing, zip(sent, toks)))
+            got = dict(zip(missing, zip(sent, toks)))
+        else:
+            got = {}
+        pairs = [got.get(t) or self._both[t] for t in texts]
+        return np.ascontiguousarray(np.stack([p[0] for p in pairs])), [p[1] for p in pairs]
+
+    def _encode_both(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
         self.calls += len(texts)
         out = self.model.encode(list(texts), batch_size=batch_size, output_value=None, show_progress_bar=False)
         sent = np.stack([o["sentence_embedding"].detach().float().numpy() for o in out]).astype(np.float32)
