@@ -293,9 +293,9 @@ def make_corpus(seed: int = 0, n_clean: int = 520, n_exact: int = 60, n_near: in
     fakes = _fakers(seed)
     fus, fgb, fde = fakes["en_US"], fakes["en_GB"], fakes["de_DE"]
     freq = wordfreq.get_frequency_dict("en")
-    from .zoo.reading import _clean  # the same classroom word filter as the zoo's reading passages
+    from .zoo.reading import classroom_word  # the same filter as the zoo's reading passages
 
-    words = [w for w in wordfreq.top_n_list("en", 3000) if w.isalpha() and _clean(w)]
+    words = [w for w in wordfreq.top_n_list("en", 3000) if w.isalpha() and classroom_word(w)]
     vocab = (words, [freq[w] for w in words])
     eval_set = _eval_set(fus, rng, n_eval)
     items: list[dict] = []

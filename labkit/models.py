@@ -627,7 +627,7 @@ def _merge_lora(model, folder: Path) -> bool:
     scale = float(cfg["lora_alpha"]) / float(cfg["r"])
     weights = load_file(str(folder / "adapter_model.safetensors"))
     params = dict(model.named_parameters())
-    updates = {}
+    deltas, whole = {}, {}
     for key, value in weights.items():
         name = key.removeprefix("base_model.model.")
         if ".lora_A." in name:
@@ -635,19 +635,18 @@ def _merge_lora(model, folder: Path) -> bool:
             b = weights.get(key.replace(".lora_A.", ".lora_B."))
             if target not in params or b is None:
                 return False
-            updates[target] = updates.get(target, 0) + (b.float() @ value.float()) * scale
+            deltas[target] = (b.float() @ value.float()) * scale
         elif ".lora_B." in name:
             continue
         elif name in params:  # modules_to_save (the span head): saved whole
-            updates[name] = ("replace", value)
+            whole[name] = value
         else:
             return False
     with torch.no_grad():
-        for target, up in updates.items():
-            if isinstance(up, tuple):
-                params[target].copy_(up[1].to(params[target].dtype))
-            else:
-                params[target].add_(up.to(params[target].dtype))
+        for target, delta in deltas.items():
+            params[target].add_(delta.to(params[target].dtype))
+        for target, value in whole.items():
+            params[target].copy_(value.to(params[target].dtype))
     return True
 
 

@@ -220,6 +220,15 @@ def extractive_rules(question: str, hits: list[Hit], qvec: np.ndarray | None = N
     return answer_span(sent, question), [cid], sent
 
 
+def extractive_rules_many(questions: list[str], hits_lists: list[list[Hit]]) -> list[tuple[str, list[str], str]]:
+    """:func:`extractive_rules` for many questions, with the encoder work in two batched calls (every sentence of
+    every hit, then every question) instead of two small calls per question."""
+    unique = list({(h.id, h.chunk.text): h for hs in hits_lists for h in hs}.values())
+    _sentence_vectors(unique)  # fills the per-chunk sentence cache in one call
+    qvecs = encoder().encode(list(questions)) if questions else []
+    return [extractive_rules(q, hs, v) for q, hs, v in zip(questions, hits_lists, qvecs)]
+
+
 # --------------------------------------------------------------------------------------------------- generative
 def generate_answer(model_name: str, question: str, hits: list[Hit], max_new_tokens: int = 24):
     """Ask a causal LM (tiny-chat by default) in the zoo's context-QA format. Returns (answer, context, notes)."""

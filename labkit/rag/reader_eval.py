@@ -102,27 +102,15 @@ def get_set(name: str, split: str = "test") -> QASet:
     raise LabkitUsageError(f"unknown set {name!r}; choose from {', '.join(SETS)}")
 
 
-_INDEXES: dict[tuple, object] = {}  # the last few sets' indexes, by content (kb dev and test share documents)
-_INDEXES_MAX = 4
-
-
 def _index(qs: QASet):
-    """The set's documents indexed (hybrid; the kb's tuned fusion). Built once per process for the same documents,
-    chunking and fusion: the kb's dev and test questions, and a second pass with a generator, search the same
-    index instead of embedding every chunk again. Searching does not change an index, so sharing it is safe."""
+    """The set's documents indexed (hybrid; the kb's tuned fusion). Chunks another index already embedded (the kb's
+    dev and test questions, a second pass with a generator) come from the encoder's by-text cache."""
     from .index import Fusion, Index
 
-    key = (str(qs.chunking), json.dumps(qs.fusion, sort_keys=True),
-           tuple((d.doc_id, d.sha256) for d in qs.docs))
-    ix = _INDEXES.pop(key, None)
-    if ix is None:
-        ix = Index(qs.chunking, name=qs.name)
-        ix.add(qs.docs)
-        if qs.fusion:
-            ix.fusion = Fusion(**qs.fusion)
-    _INDEXES[key] = ix  # most recently used last
-    while len(_INDEXES) > _INDEXES_MAX:
-        _INDEXES.pop(next(iter(_INDEXES)))
+    ix = Index(qs.chunking, name=qs.name)
+    ix.add(qs.docs)
+    if qs.fusion:
+        ix.fusion = Fusion(**qs.fusion)
     return ix
 
 
@@ -190,23 +178,6 @@ def _summary(name: str, method: str, rows: list[dict], seconds: float = 0.0) -> 
                         (sum(faith) / len(faith)) if faith else None, seconds, rows)
 
 
-def prepare_rules(qs: QASet, hits) -> list:
-    """The rule-based baseline's encoder work for a whole set in two batched calls (every question, then every
-    sentence of every hit, cached per chunk) instead of two small calls per question; returns the question
-    vectors."""
-    from .answer import _sentence_vectors
-    from .retrieval import encoder
-
-    seen, unique = set(), []
-    for hs in hits:
-        for h in hs:
-            if (h.id, h.chunk.text) not in seen:
-                seen.add((h.id, h.chunk.text))
-                unique.append(h)
-    _sentence_vectors(unique)  # fills the per-chunk sentence cache in one call
-    return list(encoder().encode([q["question"] for q in qs.questions]))
-
-
 def read_spans(qs: QASet, hits, read_k: int = 3, reader=None, span_fn=None):
     """The reader's best span per question (``Span``, margin not applied yet)."""
     from .reader import read
@@ -244,12 +215,10 @@ def evaluate_reader(sets=("kb", "ood", "handwritten"), *, split: str = "test", r
             if log:
                 log(out[-1].line())
         if rules:
-            from .answer import extractive_rules
+            from .answer import extractive_rules_many
 
             t0 = time.perf_counter()
-            qvecs = prepare_rules(qs, hits)
-            preds = [(extractive_rules(q["question"], hs, v)[0], False, None)
-                     for q, hs, v in zip(qs.questions, hits, qvecs)]
+            preds = [(r[0], False, None) for r in extractive_rules_many([q["question"] for q in qs.questions], hits)]
             out.append(score(qs, preds, "rules (pre-neural)", time.perf_counter() - t0))
             if log:
                 log(out[-1].line())

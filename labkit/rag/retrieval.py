@@ -69,10 +69,7 @@ class Encoder:
                 self._both.clear()
             sent, toks = self._encode_both(missing, batch_size)
             self._both.update(zip(missing, zip(sent, toks)))
-            got = dict(zip(missing, zip(sent, toks)))
-        else:
-            got = {}
-        pairs = [got.get(t) or self._both[t] for t in texts]
+        pairs = [self._both[t] for t in texts]
         return np.ascontiguousarray(np.stack([p[0] for p in pairs])), [p[1] for p in pairs]
 
     def _encode_both(self, texts: list[str], batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -125,11 +125,12 @@ _BLOCK_PARTS = ("fuck", "shit", "bitch", "porn", "cunt", "nigg", "fagg", "whore"
                 "murder", "nazi")
 _BLOCK_STEMS = ("dick", "cock", "pussy", "rape", "masturbat", "orgasm", "dildo", "boob", "tits", "penis", "vagina",
                 "horny", "asshole", "bastard", "retard", "hitler", "suicid", "heroin", "cocaine")
-_BLOCK_WORDS = {"sex", "sexy", "nude", "naked", "anal", "crap", "damn", "shite", "fuckin", "slave", "slaves",
-                "raped", "sexual", "sexually", "nudes", "drug", "drugs", "weed", "gun", "guns"}
+_BLOCK_WORDS = {"nude", "nudes", "naked", "anal", "crap", "damn", "slave", "slaves", "drug", "drugs", "weed", "gun",
+                "guns"}
 
 
-def _clean(word: str) -> bool:
+def classroom_word(word: str) -> bool:
+    """False for a word the block lists above drop (lower-case words, as wordfreq gives them)."""
     return (word not in _BLOCK_WORDS and not word.startswith(_BLOCK_STEMS)
             and not any(part in word for part in _BLOCK_PARTS))
 
@@ -140,7 +141,7 @@ def _vocab(heldout: bool) -> list[str]:
     trained / held out."""
     from wordfreq import top_n_list
 
-    words = [w for w in top_n_list("en", 30000)[300:] if w.isalpha() and w.isascii() and len(w) >= 4 and _clean(w)]
+    words = [w for w in top_n_list("en", 30000)[300:] if w.isalpha() and w.isascii() and len(w) >= 4 and classroom_word(w)]
     return _split_words(words, heldout)
 
 
