@@ -40,8 +40,10 @@ def ip():
     from IPython.core.getipython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
-    start_ipython()  # a process-wide singleton: returns the shell only the first time
-    shell = get_ipython()
+    shell = get_ipython()  # a process-wide singleton: a test may already have made a plain InteractiveShell,
+    if shell is None:  # and start_ipython would then fail (MultipleInstanceError) making its terminal sibling
+        start_ipython()
+        shell = get_ipython()
     shell.run_line_magic("load_ext", "labkit")
     yield shell
     shell.user_ns.pop("_labkit_test", None)

@@ -95,6 +95,28 @@ def test_training_items_point_at_their_answers_and_avoid_the_shipped_world():
     assert kb_items and not any(it["context"].split("\n\n")[0][:80] in shipped for it in kb_items)
 
 
+def test_made_up_names_are_no_held_out_name_and_fill_their_share():
+    import random
+
+    from labkit.rag.train_reader import SHARE_PSEUDO, _pseudo_pools, _reader_generator
+    from labkit.zoo.reading import HELDOUT_LOCALES, _locale_pools
+
+    pools = _pseudo_pools(3)
+    assert pools == _pseudo_pools(3) and pools != _pseudo_pools(4)  # fixed by the seed, new with another
+    kinds = ("female", "male", "last", "city", "street", "company")
+    made_up = {x for p in pools for k in kinds for x in p[k]}
+    assert all(len(x) >= 3 and x.isprintable() and x[0].isupper() for x in made_up)
+    held = {x for loc in HELDOUT_LOCALES for k, v in _locale_pools(loc).items() for x in v}
+    assert not made_up & held  # the out-of-world set's names stay unseen
+    rd, r = _reader_generator(3), random.Random(0)
+    people = {x for p in pools for k in ("female", "male", "last") for x in p[k]}
+    drawn = [rd.person(r)["name"].split()[-1] for _ in range(600)]
+    share = sum(x in people for x in drawn) / len(drawn)
+    assert abs(share - SHARE_PSEUDO) < 0.07, share
+    real = [_reader_generator(3, pseudo=0).person(r)["name"].split()[-1] for _ in range(300)]
+    assert sum(x in people for x in real) / len(real) < 0.03  # short made-up names can be real ones by chance
+
+
 def test_reader_figures_on_text_built_apart(reader):
     """The hand-written set (contexts and questions written by hand, never generated) through the whole
     pipeline (index, retrieve, read): a fixed floor well above the rule-based baseline."""
@@ -150,3 +172,29 @@ def test_reader_merge_without_peft_matches_peft():
     assert torch.allclose(a.start_logits, b.start_logits, atol=1e-4)
     assert not torch.allclose(a.start_logits, ours.__class__.from_pretrained(
         str(models.minilm_path()), local_files_only=True).eval()(**enc).start_logits, atol=1e-2)
+
+
+def test_out_of_world_questions_have_one_answer_in_the_whole_collection():
+    """Open-domain questions about generic things ("the café", "the board meeting") can be answered by several
+    documents. Read from the documents' text (not from the generator's trace the set is built with): each such
+    question keeps one value in the whole collection, its gold answer, and a question without an answer has none."""
+    import re
+
+    from labkit.rag.reader_eval import ood_set
+
+    qs = ood_set(n=200, seed=12)
+    text = "\n".join(d.text for d in qs.docs)
+    pairs = [(r"How early does (.+) open\?", r"The doors of {s} are unlocked at (.+?)\.(?:\s|$)"),
+             (r"What does the (.+) sell for\?", r"A {s} like that goes for (.+?)\.(?:\s|$)"),
+             (r"For what reason was the (.+) moved\?", r"Because ([^,]+), the {s} had to move\."),
+             (r"What is the length of the (.+)\?", r"It took (.+?) to finish the {s}\.")]
+    checked = 0
+    for q in qs.questions:
+        for ask, say in pairs:
+            m = re.fullmatch(ask, q["question"])
+            if not m:
+                continue
+            values = set(re.findall(say.format(s=re.escape(m.group(1))), text, flags=re.IGNORECASE))
+            assert values == set(q["answers"]), (q, values)
+            checked += 1
+    assert checked >= 15

@@ -59,21 +59,101 @@ def kb_set(split: str = "test", n_none: int = 40) -> QASet:
     return QASet(f"kb-{split}", knowledge_base(), qs + none[:n_none], fusion=KB_FUSION)
 
 
-def ood_set(n: int = 200, seed: int = 11, share_none: float = 0.2) -> QASet:
-    """Out-of-world documents: each held-out passage (with two more passages about other people) is a document."""
+def _stated(heldout_seed: int):
+    """The out-of-world generator, traced: each item also lists ``said``, its passage's fact sentences (the
+    answering one and the distractors), each with the ``(question, answer)`` pairs it answers under every question
+    phrasing of its relation. The items are the generator's own: tracing draws no random number."""
     from ..zoo.reading import Reading
+
+    class Traced(Reading):
+        def _fact(self, r, rel, slots, template=None):
+            out = super()._fact(r, rel, slots, template)
+            qs = set()
+            for t in self.relations[rel][1]:
+                q = t.format(**slots)
+                qs.add((q[0].upper() + q[1:], slots["A"]))
+            self._said.append((out, qs, slots.get("S", "")))
+            return out
+
+        def _cqa(self, r):
+            self._said = []
+            it = super()._cqa(r)
+            it["said"] = self._said
+            return it
+
+    return Traced(heldout_seed, heldout=True)
+
+
+def _drop_sentences(context: str, said, keep) -> str:
+    """``context`` without the fact sentences of ``said`` that ``keep(pairs)`` rejects (the generator writes a
+    fact about the passage's own person with a pronoun half the time: "She ..." for "Ana ...")."""
+    for sentence, pairs, name in said:
+        if keep(pairs):
+            continue
+        forms = [sentence]
+        if name and sentence.startswith(name + " "):
+            forms += [p + sentence[len(name):] for p in ("She", "He")]
+        for f in forms:  # the passage is its sentences joined by spaces
+            if context == f:
+                context = ""
+            elif context.startswith(f + " "):
+                context = context[len(f) + 1:]
+            elif context.endswith(" " + f):
+                context = context[:-len(f) - 1]
+            else:
+                context = context.replace(" " + f + " ", " ", 1)
+    return context
+
+
+def ood_set(n: int = 200, seed: int = 11, share_none: float = 0.2) -> QASet:
+    """Out-of-world documents: each held-out passage (with two more passages about other people) is a document.
+
+    Every question has exactly one answer in the whole collection, or none. Generic things recur across passages
+    ("How early does the café open?" when two documents each have a café with its own hours), so the questions
+    are chosen first (the generator's first ``n`` items, a repeated question replaced by the next item), and the
+    documents are then kept to them: a sentence that gives another value for a chosen question (or a value for
+    one that must have no answer) is left out of its passage; the answering sentences themselves never clash (an
+    item whose answer another item's answering sentence contradicts is left out)."""
     from .ingest import SourceDoc
 
-    rd = Reading(seed, heldout=True)
-    items = rd.context_qa(n, stream="rag-ood")
-    fill = iter(rd.context_qa(2 * n, stream="rag-ood-fill"))
+    rd = _stated(seed)
     r = random.Random(f"ood:{seed}")
-    docs, qs = [], []
+    items = iter(rd.context_qa(3 * n, stream="rag-ood"))
+    fill = iter(rd.context_qa(4 * n, stream="rag-ood-fill"))
+    chosen = []  # (id, item, has an answer)
+    asked: dict[str, str | None] = {}  # question -> its answer (None: must have no answer)
     for i, it in enumerate(items):
+        if len(chosen) == n:
+            break
         has = r.random() >= share_none
+        order, fills = list(range(3)), []
         if has:
-            parts = [it["context"], next(fill)["context"], next(fill)["context"]]
-            r.shuffle(parts)
+            fills = [next(fill), next(fill)]
+            r.shuffle(order)  # where the answering passage sits among the three (drawn as before this check)
+        if it["question"] in asked:
+            continue
+        asked[it["question"]] = it["answer"] if has else None
+        chosen.append((i, it, has, (order, fills)))
+    # an answering sentence that answers another chosen question differently: that other question is ambiguous
+    # whatever the distractors do; it is rare (the same person or thing in two items), and that item goes
+    answering = {}
+    for i, it, has, _ in chosen:
+        if has:
+            for q, a in it["said"][0][1]:
+                answering.setdefault(q, set()).add(a)
+    chosen = [(i, it, has, o) for i, it, has, o in chosen
+              if answering.get(it["question"], {it["answer"]} if has else set()) == ({it["answer"]} if has else set())]
+    asked = {it["question"]: (it["answer"] if has else None) for _, it, has, _ in chosen}
+
+    def fits(pairs) -> bool:
+        return all(q not in asked or asked[q] == a for q, a in pairs)
+
+    docs, qs = [], []
+    for i, it, has, (order, fills) in chosen:
+        if has:
+            parts = [_drop_sentences(it["context"], it["said"][1:], fits)]
+            parts += [_drop_sentences(f["context"], f["said"], fits) for f in fills]
+            parts = [parts[k] for k in order if parts[k].strip()]
             docs.append(SourceDoc(f"ood/{i:03d}.txt", "\n\n".join(parts), f"ood/{i:03d}.txt"))
         qs.append({"id": f"ood{i:03d}", "question": it["question"], "answers": [it["answer"]] if has else []})
     return QASet("out-of-world", docs, qs)
@@ -269,23 +349,30 @@ def calibrate(folder, log=print) -> dict:
     lm = models.load(str(folder))
     dev = [get_set("kb", "dev"), get_set("ood", "dev")]
     hits = [retrieve_all(q) for q in dev]
-    best = None
+    tried = []
     for read_k in (1, 3, 5):
         spans = [read_spans(q, h, read_k, lm) for q, h in zip(dev, hits)]
         m, curve = choose_margin(dev, spans)
         acc = max(c[1] for c in curve)
         log(f"dev: read {read_k} chunks -> best accuracy {acc:.3f} at margin {m:.2f}")
-        if best is None or acc > best[0] + 1e-9:
-            best = (acc, read_k, m, curve)
-    acc, read_k, margin, curve = best
+        tried.append((acc, read_k, m))
+    # the fewest chunks whose dev accuracy is within one standard error of the best (the "one-SE rule"): every
+    # chunk read costs each %%rag question a forward pass, and a difference smaller than the dev set can
+    # resolve is not worth paying for
+    n_dev = sum(len(q.questions) for q in dev)
+    top = max(a for a, _, _ in tried)
+    se = (top * (1 - top) / n_dev) ** 0.5
+    acc, read_k, margin = next(t for t in tried if t[0] >= top - se - 1e-9)
     info = json.loads((folder / "train.json").read_text()) if (folder / "train.json").is_file() else {}
-    info.update({"idk_margin": margin, "read_k": read_k, "dev_accuracy": acc})
+    info.update({"idk_margin": margin, "read_k": read_k, "dev_accuracy": acc,
+                 "dev_by_read_k": {str(k): [round(a, 4), m] for a, k, m in tried}, "dev_se": round(se, 4)})
     test = evaluate_reader(split="test", reader=lm, margin=margin, read_k=read_k, log=log)
     info["test"] = {s.name: {"em": s.em, "f1": s.f1, "n": s.n_answerable, "idk_precision": s.idk_precision,
                              "idk_recall": s.idk_recall, "n_none": s.n - s.n_answerable} for s in test}
     (folder / "train.json").write_text(json.dumps(info, indent=1))
     (folder / "README.md").write_text(card(info), encoding="utf-8")
-    log(f"chosen on dev: read {read_k} chunks, margin {margin:.2f}; written to {folder / 'train.json'}")
+    log(f"chosen on dev: read {read_k} chunks (best dev accuracy {top:.3f}, one standard error {se:.3f}), "
+        f"margin {margin:.2f}; written to {folder / 'train.json'}")
     return info
 
 
@@ -303,16 +390,24 @@ def card(info: dict) -> str:
              "*other* worlds than the shipped one, single and two-hop, with unanswerable questions"
              + (f"; from round 7 on, {info['new_phrasings']:.0%} of the reading passages state the answer with "
                 "training-only phrasings that put it first or mid-sentence (none is a held-out phrasing)"
-                if info.get("new_phrasings") else "") + ".", "",
+                if info.get("new_phrasings") else "")
+             + (f"; from round 11 on, {info['pseudo_names']:.0%} of the people, places and companies have made-up "
+                "names (random syllables, no held-out name), so that a name's look says nothing of what it is"
+                if info.get("pseudo_names") else "")
+ + ".", "",
              f"\"I don't know\" when the best span beats the no-answer score by less than {info.get('idk_margin', 0):.2f} "
-             f"(chosen on the dev sets, reading the top {info.get('read_k')} chunks).", "",
+             f"(chosen on the dev sets, reading the top {info.get('read_k')} chunks: the fewest whose dev accuracy is "
+             "within one standard error of the best depth's)."
+             + (" Dev accuracy by depth: " + ", ".join(f"{k} chunk{'' if k == '1' else 's'} {v[0]:.3f}" for k, v in info["dev_by_read_k"].items())
+                + "." if info.get("dev_by_read_k") else ""), "",
              "## Measured (retrieve, then read; test sets; `python -m labkit.rag.reader_eval`)", "",
              "| set | EM | F1 | answerable | IDK precision | IDK recall | unanswerable |", "|---|---|---|---|---|---|---|"]
     for name, m in (info.get("test") or {}).items():
         lines.append(f"| {name} | {m['em']:.3f} | {m['f1']:.3f} | {m['n']} | {m['idk_precision']:.2f} | "
                      f"{m['idk_recall']:.2f} | {m['n_none']} |")
     lines += ["", "The out-of-world set uses held-out locales, relations, phrasings and words that no training item "
-              "used; the hand-written set was written by hand (`labkit/zoo/data/handwritten.json`)."]
+              "used, and each of its questions has one answer in its whole collection of documents, or none; the "
+              "hand-written set was written by hand (`labkit/zoo/data/handwritten.json`)."]
     return "\n".join(lines) + "\n"
 
 
