@@ -120,7 +120,7 @@ def ood_set(n: int = 200, seed: int = 11, share_none: float = 0.2) -> QASet:
     r = random.Random(f"ood:{seed}")
     items = iter(rd.context_qa(3 * n, stream="rag-ood"))
     fill = iter(rd.context_qa(4 * n, stream="rag-ood-fill"))
-    chosen = []  # (id, item, has an answer)
+    chosen = []  # (index, item, has an answer, (passage order, filler passages))
     asked: dict[str, str | None] = {}  # question -> its answer (None: must have no answer)
     for i, it in enumerate(items):
         if len(chosen) == n:
@@ -136,13 +136,17 @@ def ood_set(n: int = 200, seed: int = 11, share_none: float = 0.2) -> QASet:
         chosen.append((i, it, has, (order, fills)))
     # an answering sentence that answers another chosen question differently: that other question is ambiguous
     # whatever the distractors do; it is rare (the same person or thing in two items), and that item goes
-    answering = {}
-    for i, it, has, _ in chosen:
+    answering: dict[str, set] = {}
+    for _, it, has, _ in chosen:
         if has:
             for q, a in it["said"][0][1]:
                 answering.setdefault(q, set()).add(a)
-    chosen = [(i, it, has, o) for i, it, has, o in chosen
-              if answering.get(it["question"], {it["answer"]} if has else set()) == ({it["answer"]} if has else set())]
+
+    def clear(it, has) -> bool:
+        own = {it["answer"]} if has else set()
+        return answering.get(it["question"], own) == own
+
+    chosen = [c for c in chosen if clear(c[1], c[2])]
     asked = {it["question"]: (it["answer"] if has else None) for _, it, has, _ in chosen}
 
     def fits(pairs) -> bool:
