@@ -218,15 +218,16 @@ RUN_STATE = """([sel, want, done]) => {
   const run = window.__lkRun;
   const row = document.querySelector(sel);
   const cell = window.jupyterapp.shell.currentWidget.content.widgets[run.index];
-  const area = cell.node.querySelector('.jp-OutputArea');
+  // the cell's output from its model, not the page: a cell the notebook's windowing has not laid out (or whose
+  // HTML is still rendering) has no text on the page yet, while its model holds the output before the reply comes
+  const output = cell.model.outputs.toJSON().map(o => [].concat(o.text || [], (o.data || {})['text/plain'] || [])
+                                                      .join('')).join(' ');
   const ok = run.finished !== null && !!row && row.dataset.status === want;
-  if (done && !ok) return {ok: false, finished: run.finished !== null, row: row ? {...row.dataset} : null,
-                           output: area ? area.innerText : ''};
+  if (done && !ok) return {ok: false, finished: run.finished !== null, row: row ? {...row.dataset} : null, output};
   if (!ok) return false;
   if (run.seen === undefined) run.seen = performance.now();
   return {ok: true, ran_ms: run.finished - run.started, latency_ms: run.seen - run.finished,
-          idle_ms: run.idle === null ? null : run.idle - run.finished, row: {...row.dataset},
-          output: area ? area.innerText : ''};
+          idle_ms: run.idle === null ? null : run.idle - run.finished, row: {...row.dataset}, output};
 }"""
 
 
