@@ -411,6 +411,26 @@ def test_heldout_loss_and_step_cost(toy, chats):
     assert a == pytest.approx(4.0) and b == pytest.approx(0.2)
 
 
+def test_train_state_bytes_counts_the_same_on_a_copy_or_in_place(toy):
+    import copy
+
+    import torch
+
+    from labkit.finetune import measure
+
+    model = copy.deepcopy(toy[0])  # the module's toy stays untouched for the other tests
+    x = torch.randint(0, len(toy[1]), (2, 8))
+    before = [p.detach().clone() for p in model.parameters()]
+    on_copy = measure.train_state_bytes(model, x)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the default leaves the model alone
+    assert all(p.grad is None for p in model.parameters())
+    n = sum(p.numel() for p in model.parameters())
+    assert on_copy.grads == 4 * n and on_copy.optimizer >= 8 * n  # fp32: a gradient and AdamW's two moments each
+    in_place = measure.train_state_bytes(model, x, inplace=True)
+    assert (in_place.weights, in_place.grads, in_place.optimizer) == (on_copy.weights, on_copy.grads, on_copy.optimizer)
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step was taken on it
+
+
 @pytest.mark.slow
 def test_kernel_interrupt_stops_cleanly_with_a_checkpoint(toy, chats):
     import signal

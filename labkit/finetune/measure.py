@@ -117,14 +117,16 @@ class TrainState:
         return self.weights + self.grads + self.optimizer
 
 
-def train_state_bytes(model, input_ids) -> TrainState:
+def train_state_bytes(model, input_ids, *, inplace: bool = False) -> TrainState:
     """One AdamW step on a copy of ``model`` (only its trainable parameters), then count the bytes of every
-    weight, every gradient and every optimizer state tensor. The model itself is not changed."""
+    weight, every gradient and every optimizer state tensor. The model itself is not changed, unless
+    ``inplace=True``: then the step is taken on ``model`` itself (its weights move by one step and keep their
+    gradients), which saves a whole copy of the weights at the peak, for a model the caller has no further use for."""
     import copy
 
     import torch
 
-    m = copy.deepcopy(model)
+    m = model if inplace else copy.deepcopy(model)
     m.train()
     params = [p for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)
